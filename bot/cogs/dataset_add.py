@@ -1,0 +1,160 @@
+"""Adding images: ``/dataset add`` with up to 10 attachments, and the message menu **Add to dataset**.
+
+The message menu answers with a select of the user's datasets. Discord puts a message's attachments in the
+context-menu interaction (even without the message-content intent, which the bot does not ask for), but a later
+REST fetch of a server message returns it without attachments; so the attachment references are kept in memory
+for a while, keyed by who asked and which message. After a restart the select falls back to fetching the
+message, which still works in DMs and for the bot's own messages (e.g. generated images).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import discord
+from discord import app_commands
+
+from bot import render
+from bot.attachments import looks_like_image
+from bot.cogs.dataset_common import DatasetCogBase, dataset_names
+from bot.context import (
+    RoutedSelect,
+    actor,
+    component,
+    custom_id,
+    defer,
+    reply,
+    routed_view,
+    selected_values,
+    update,
+)
+from bot.dataset_render import add_report_embed
+from storage.errors import InvalidInput
+
+PICK_TTL_S = 15 * 60  # Discord's interaction tokens last 15 minutes; the select is useless after that
+MAX_PENDING = 2000
+IMAGE_HELP = "A PNG, JPEG or WEBP image, or a .zip of images with same-named .txt captions"
+NO_IMAGES = InvalidInput("There are no images in that message.",
+                         "Right-click a message with image attachments (PNG, JPEG, WEBP) or a .zip, then "
+                         "Apps → Add to dataset.")
+
+
+@dataclass(frozen=True)
+class AttachmentRef:
+    """Enough of a message attachment to download it later (satisfies bot.attachments.AttachmentLike)."""
+
+    filename: str
+    size: int
+    url: str
+    content_type: str | None
+
+    @classmethod
+    def of(cls, att: discord.Attachment) -> AttachmentRef:
+        return cls(att.filename, att.size, att.url, att.content_type)
+
+
+class PendingPicks:
+    """Attachments of messages someone right-clicked, waiting for them to pick a dataset (in memory, TTL)."""
+
+    def __init__(self, ttl_s: float = PICK_TTL_S, max_entries: int = MAX_PENDING) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._items: dict[tuple[int, int], tuple[float, list[AttachmentRef]]] = {}
+
+    def put(self, owner: int, message_id: int, refs: list[AttachmentRef]) -> None:
+        now = time.monotonic()
+        self._items = {k: v for k, v in self._items.items() if v[0] > now}
+        while len(self._items) >= self.max_entries:
+            self._items.pop(next(iter(self._items)))  # oldest first (dicts keep insertion order)
+        self._items[(owner, message_id)] = (now + self.ttl_s, refs)
+
+    def get(self, owner: int, message_id: int) -> list[AttachmentRef] | None:
+        entry = self._items.get((owner, message_id))
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        return entry[1]
+
+    def drop(self, owner: int, message_id: int) -> None:
+        self._items.pop((owner, message_id), None)
+
+
+def image_refs(message: discord.Message) -> list[AttachmentRef]:
+    return [AttachmentRef.of(a) for a in message.attachments if looks_like_image(a)]
+
+
+class DatasetAddMixin(DatasetCogBase):
+    pending: PendingPicks
+
+    @app_commands.command(name="add", description="Add images (or a .zip with .txt captions) to a dataset")
+    @app_commands.describe(name="The dataset", image1=IMAGE_HELP, image2=IMAGE_HELP, image3=IMAGE_HELP,
+                           image4=IMAGE_HELP, image5=IMAGE_HELP, image6=IMAGE_HELP, image7=IMAGE_HELP,
+                           image8=IMAGE_HELP, image9=IMAGE_HELP, image10=IMAGE_HELP)
+    @app_commands.autocomplete(name=dataset_names)
+    async def add(self, interaction: discord.Interaction, name: str, image1: discord.Attachment,
+                  image2: discord.Attachment | None = None, image3: discord.Attachment | None = None,
+                  image4: discord.Attachment | None = None, image5: discord.Attachment | None = None,
+                  image6: discord.Attachment | None = None, image7: discord.Attachment | None = None,
+                  image8: discord.Attachment | None = None, image9: discord.Attachment | None = None,
+                  image10: discord.Attachment | None = None) -> None:
+        await defer(interaction)  # downloading and decoding take longer than Discord's 3 s
+        files = [a for a in (image1, image2, image3, image4, image5, image6, image7, image8, image9, image10)
+                 if a is not None]
+        me = await actor(interaction)
+        report = await self.add_attachments(me, name, files, self.caps(interaction))
+        await reply(interaction, embed=add_report_embed(report))
+
+    # -- message menu ------------------------------------------------------------------------------------------
+
+    async def add_from_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """Message menu "Add to dataset": ask which dataset, remembering the message's attachments."""
+        refs = image_refs(message)
+        if not refs:
+            raise NO_IMAGES
+        await defer(interaction)
+        me = await actor(interaction)
+        datasets = await self.services.datasets.list(me)
+        if not datasets:
+            raise InvalidInput("You have no datasets yet.", "Create one with /dataset create, then try again.")
+        datasets.sort(key=lambda d: d.updated_at, reverse=True)
+        owner = interaction.user.id
+        self.pending.put(owner, message.id, refs)
+        select = RoutedSelect(
+            custom_id=custom_id("dataset", "pick", message.channel.id, message.id, owner=owner),
+            placeholder="Choose a dataset",
+            options=[discord.SelectOption(label=render.truncate(d.name, 100), value=d.name,
+                                          description=render.plural(d.image_count, "image"))
+                     for d in datasets[:25]],
+        )
+        more = f" (the 25 of your {len(datasets)} datasets changed last)" if len(datasets) > 25 else ""
+        await reply(interaction, f"Add {render.plural(len(refs), 'file')} from that message to which "
+                                 f"dataset?{more}", view=routed_view(select))
+
+    @component("dataset", "pick")
+    async def pick_dataset(self, interaction: discord.Interaction, channel_id: str, message_id: str) -> None:
+        """The user chose the dataset: download the message's images and add them."""
+        values = selected_values(interaction)
+        if not values:
+            raise InvalidInput("No dataset was chosen.", "Pick one from the list.")
+        await defer(interaction, thinking=False)  # the select's message is edited with the report
+        owner = interaction.user.id
+        refs = await self._refs_for(owner, int(channel_id), int(message_id))
+        me = await actor(interaction)
+        report = await self.add_attachments(me, values[0], refs, self.caps(interaction))
+        self.pending.drop(owner, int(message_id))
+        await update(interaction, content=None, embed=add_report_embed(report), view=None)
+
+    async def _refs_for(self, owner: int, channel_id: int, message_id: int) -> list[AttachmentRef]:
+        refs = self.pending.get(owner, message_id)
+        if refs is not None:
+            return refs
+        # no longer in memory (restart or older than the TTL): ask Discord for the message again
+        try:
+            channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
+            message = await channel.fetch_message(message_id)  # type: ignore[union-attr]
+        except (discord.NotFound, discord.Forbidden, AttributeError):
+            message = None
+        refs = image_refs(message) if message is not None else []
+        if not refs:
+            raise InvalidInput("This menu has expired.", "Right-click the message → Apps → Add to dataset again.")
+        return refs

@@ -1,0 +1,62 @@
+"""``atelier bot`` — the Discord front end on its own (the scale-out case: workers run with ``atelier worker``).
+
+Builds the services, connects the job queue (the embedded Redis when ``ATELIER_REDIS_URL`` is unset), and runs
+the bot; the bot delivers job notifications itself (outbox pump + Discord deliverer, see bot/delivery_loop.py).
+Notifications of non-Discord users (jobs queued from the CLI) are printed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import typer
+
+from cli.common import err_console, fail
+from cli.worker_cmd import setup_logging
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def bot(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Run the Discord bot until Ctrl-C (needs ATELIER_DISCORD_TOKEN; workers run with `atelier worker`)."""
+    from bot.app import discord_token
+    from storage.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+        discord_token(settings)  # a missing token is a one-line error before anything starts
+    except SettingsError as exc:
+        raise fail(str(exc), as_json=False, code="settings") from None
+    setup_logging(verbose)
+    try:
+        asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        pass
+    except (RuntimeError, SettingsError) as exc:  # BotStartupError (wrong token, …), embedded Redis problems
+        raise fail(str(exc), as_json=False, code="startup") from None
+    except OSError as exc:  # aiohttp's connection errors are OSErrors: Discord (or the proxy) is unreachable
+        where = settings.discord_api_base or "discord.com"
+        raise fail(f"cannot reach Discord at {where}: {exc}", as_json=False, code="startup",
+                   hint="Check the network (and ATELIER_DISCORD_API_BASE / ATELIER_DISCORD_GATEWAY_URL if set).") \
+            from None
+
+
+async def serve(settings: Any) -> None:
+    from bot.app import run_bot
+    from storage.embedded_redis import redis_for
+    from storage.jobs import attach_jobs
+    from storage.outbox import ConsoleDeliverer
+    from storage.services import build_services
+
+    con = err_console()
+    services = await build_services(settings)
+    try:
+        async with redis_for(settings.redis_url, settings.data_dir) as url:
+            if not settings.redis_url:
+                con.print(f"[dim]no ATELIER_REDIS_URL: using the embedded Redis at {url}[/]")
+            await attach_jobs(services, url)
+            await run_bot(settings, services, notification_fallback=ConsoleDeliverer(con))
+    finally:
+        await services.aclose()

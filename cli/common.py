@@ -1,0 +1,116 @@
+"""Shared CLI plumbing: acting user, --json output, one error path (AtelierError → one line, exit 1)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from storage.actors import Actor
+    from storage.services import Services
+
+T = TypeVar("T")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@dataclass
+class CliState:
+    """Global options, stored on the root context (``ctx.obj``) by ``cli.main``."""
+
+    user: str = "local"
+    json: bool = False
+
+
+def state(ctx: typer.Context) -> CliState:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, CliState) else CliState()
+
+
+def wants_json(ctx: typer.Context, flag: bool = False) -> bool:
+    return flag or state(ctx).json
+
+
+def out() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, enums, datetimes and paths → JSON types (bytes are left out: they go to files)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not isinstance(getattr(value, f.name), bytes | bytearray)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(to_jsonable(data), ensure_ascii=False, indent=2) + "\n")
+
+
+def fail(message: str, *, as_json: bool, code: str = "error", hint: str = "") -> typer.Exit:
+    """Report a user error in one line (or as JSON) and return the exit to raise."""
+    if as_json:
+        print_json({"ok": False, "error": {"code": code, "message": message, "hint": hint}})
+    else:
+        text = f"{message} {hint}".strip()
+        err_console().print(f"[bold red]error:[/] {text}", markup=True, highlight=False)
+    return typer.Exit(1)
+
+
+def run(ctx: typer.Context, as_json: bool, fn: Callable[[Services, Actor], Awaitable[T]]) -> T:
+    """Build the services, act as the selected local user, run ``fn``, close everything.
+
+    Domain errors (and invalid settings) become a one-line message and exit code 1.
+    """
+    from storage.errors import AtelierError
+    from storage.settings import SettingsError
+
+    async def go() -> T:
+        from storage.services import build_services
+        from storage.settings import load_settings
+
+        services = await build_services(load_settings())
+        try:
+            actor = await services.users.local_actor(state(ctx).user)
+            return await fn(services, actor)
+        finally:
+            await services.aclose()
+
+    try:
+        return asyncio.run(go())
+    except AtelierError as exc:
+        raise fail(exc.message, as_json=as_json, code=exc.code, hint=exc.hint) from None
+    except SettingsError as exc:
+        raise fail(str(exc), as_json=as_json, code="settings") from None
+
+
+def escape(text: str) -> str:
+    """User text shown through rich: never interpreted as markup."""
+    from rich.markup import escape as _escape
+
+    return _escape(text)

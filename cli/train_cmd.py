@@ -1,0 +1,164 @@
+"""``atelier train DATASET`` — train an Element here (the worker's job body, in-process) or through the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import json as jsonlib
+import signal
+from typing import Annotated, Any
+
+import typer
+
+from cli.common import JsonOpt, err_console, escape, fail, out, print_json, wants_json
+from cli.jobs_cmd import describe, follow_job, new_progress, report, run_jobs, warn_if_no_worker
+
+app = typer.Typer(add_completion=False)
+
+Opt = typer.Option
+ADV = "Advanced (default: the category preset)"
+
+
+def _overrides(values: dict[str, Any], extra: list[str]) -> dict[str, Any]:
+    """Options the user set (None = preset) plus ``--set key=value`` pairs (values parsed as JSON if they can)."""
+    overrides = {k: v for k, v in values.items() if v is not None and v != []}
+    for item in extra:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise fail(f"--set {item!r} is not KEY=VALUE", as_json=False, code="invalid",
+                       hint="For example --set noise_offset=0.05")
+        try:
+            overrides[key.strip()] = jsonlib.loads(raw)
+        except ValueError:
+            overrides[key.strip()] = raw
+    return overrides
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help="Your dataset to train on.")],
+    name: Annotated[str, Opt("--name", "-n", help="Name of the new Element.")],
+    trigger: Annotated[str, Opt("--trigger", "-t", help="A rare made-up word that calls the Element up.")],
+    category: Annotated[str, Opt("--category", "-c", help="style | character | object | concept")] = "character",
+    base: Annotated[str | None, Opt("--base", "-b", help="Base model (default ATELIER_DEFAULT_BASE_MODEL).")] = None,
+    description: Annotated[str, Opt("--description", "-d")] = "",
+    epochs: Annotated[int | None, Opt(rich_help_panel=ADV)] = None,
+    repeats: Annotated[int | None, Opt(rich_help_panel=ADV)] = None,
+    batch_size: Annotated[int | None, Opt(rich_help_panel=ADV)] = None,
+    lr: Annotated[float | None, Opt("--lr", help="UNet/transformer learning rate.", rich_help_panel=ADV)] = None,
+    te_lr: Annotated[float | None, Opt("--te-lr", help="Text encoder learning rate.", rich_help_panel=ADV)] = None,
+    rank: Annotated[int | None, Opt(rich_help_panel=ADV)] = None,
+    alpha: Annotated[float | None, Opt(rich_help_panel=ADV)] = None,
+    dora: Annotated[bool | None, Opt("--dora/--no-dora", rich_help_panel=ADV)] = None,
+    train_text_encoder: Annotated[bool | None, Opt("--train-text-encoder/--no-train-text-encoder",
+                                                   rich_help_panel=ADV)] = None,
+    optimizer: Annotated[str | None, Opt(help="adamw | adamw8bit | prodigy", rich_help_panel=ADV)] = None,
+    scheduler: Annotated[str | None, Opt(help="constant | cosine | cosine_with_restarts",
+                                         rich_help_panel=ADV)] = None,
+    warmup_steps: Annotated[int | None, Opt(rich_help_panel=ADV)] = None,
+    min_snr_gamma: Annotated[float | None, Opt(rich_help_panel=ADV)] = None,
+    noise_offset: Annotated[float | None, Opt(rich_help_panel=ADV)] = None,
+    resolution: Annotated[int | None, Opt(rich_help_panel=ADV)] = None,
+    bucketing: Annotated[bool | None, Opt("--bucketing/--no-bucketing", rich_help_panel=ADV)] = None,
+    shuffle_captions: Annotated[bool | None, Opt("--shuffle-captions/--no-shuffle-captions",
+                                                 rich_help_panel=ADV)] = None,
+    keep_tokens: Annotated[int | None, Opt(rich_help_panel=ADV)] = None,
+    caption_dropout: Annotated[float | None, Opt(rich_help_panel=ADV)] = None,
+    seed: Annotated[int | None, Opt(rich_help_panel=ADV)] = None,
+    precision: Annotated[str | None, Opt(help="no | bf16 | fp16", rich_help_panel=ADV)] = None,
+    gradient_checkpointing: Annotated[bool | None, Opt("--gradient-checkpointing/--no-gradient-checkpointing",
+                                                       rich_help_panel=ADV)] = None,
+    save_every: Annotated[int | None, Opt(help="Keep weights every N epochs.", rich_help_panel=ADV)] = None,
+    sample_every: Annotated[int | None, Opt(help="Sample images every N epochs.", rich_help_panel=ADV)] = None,
+    sample_prompt: Annotated[list[str], Opt(help="Sample prompt ({trigger} is replaced); repeatable.",
+                                            rich_help_panel=ADV)] = [],  # noqa: B006 — typer needs a list
+    sample_steps: Annotated[int | None, Opt(rich_help_panel=ADV)] = None,
+    set_: Annotated[list[str], Opt("--set", help="Any other training option as KEY=VALUE; repeatable.",
+                                   rich_help_panel=ADV)] = [],  # noqa: B006
+    queue: Annotated[bool, Opt("--queue", help="Queue it for a worker instead of training here.")] = False,
+    wait: Annotated[bool, Opt("--wait", help="With --queue: follow the job until it ends.")] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Train an Element from one of your datasets and register it."""
+    as_json = wants_json(ctx, json)
+    overrides = _overrides(dict(
+        epochs=epochs, repeats=repeats, batch_size=batch_size, learning_rate=lr, text_encoder_lr=te_lr, rank=rank,
+        alpha=alpha, use_dora=dora, train_text_encoder=train_text_encoder, optimizer=optimizer,
+        lr_scheduler=scheduler, lr_warmup_steps=warmup_steps, min_snr_gamma=min_snr_gamma,
+        noise_offset=noise_offset, resolution=resolution, bucketing=bucketing, shuffle_captions=shuffle_captions,
+        keep_tokens=keep_tokens, caption_dropout=caption_dropout, seed=seed, mixed_precision=precision,
+        gradient_checkpointing=gradient_checkpointing, save_every_n_epochs=save_every,
+        sample_every_n_epochs=sample_every, sample_prompts=sample_prompt, sample_steps=sample_steps,
+    ), set_)
+
+    async def go(services: Any, actor: Any) -> tuple[Any, Any]:
+        info = await services.jobs.request_training(
+            actor, dataset=dataset, name=name, category=category,
+            base_model=base or services.settings.default_base_model, trigger=trigger, description=description,
+            overrides=overrides, origin={"cli": True})
+        if not as_json:
+            out().print(f"job {info.id}: “{escape(info.element_name or name)}” on {info.payload['base_model']}, "
+                        f"{info.payload['image_count']} images, {info.payload['total_steps']} steps")
+        if queue:
+            await warn_if_no_worker(services, "train")
+            if not wait:
+                return info, None
+            final = await follow_job(services, actor, info.id, quiet=as_json)
+        else:
+            final = await train_here(services, actor, info, quiet=as_json)
+        element = await services.elements.get(actor, f"#{final.element_id}") if final.element_id else None
+        return final, element
+
+    final, element = run_jobs(ctx, as_json, go, redis=queue)
+    if not final.finished:
+        if as_json:
+            return print_json({"ok": True, "job": final})
+        out().print(f"queued as job {final.id} (position {final.queue_position}); follow it with "
+                    f"`atelier jobs show {final.id} --wait`")
+        return
+    report(final, as_json=as_json, extra={"element": element})
+    if not as_json and element is not None and final.status == "succeeded":
+        out().print(f"Element “{escape(element.name)}” is ready — trigger word “{escape(element.trigger_word)}”, "
+                    f"recommended strength {element.recommended_strength:g}. Try `atelier generate \"…\" "
+                    f"--element \"{escape(element.name)}\"` or `atelier element export \"{escape(element.name)}\"`.")
+
+
+async def train_here(services: Any, actor: Any, info: Any, *, quiet: bool) -> Any:
+    """Run the worker's training job body in this process (one code path); Ctrl-C cancels the job."""
+    from worker.app import WorkerApp
+    from worker.settings import WorkerOptions
+    from worker.train_job import execute_training
+
+    app = WorkerApp(services, WorkerOptions(queues=("train",)), enqueuer=None)
+    loop = asyncio.get_running_loop()
+    with new_progress(err_console()) as bar:
+        task_id = bar.add_task(describe(info), total=1.0, visible=not quiet)
+
+        def on_event(kind: str, data: dict[str, Any]) -> None:
+            if kind == "progress":
+                p = data
+                text = f"job {info.id} · {p.get('phase')} · epoch {p.get('epoch')}/{p.get('total_epochs')}"
+                if isinstance(p.get("loss"), float):
+                    text += f" · loss {p['loss']:.4f}"
+                bar.update(task_id, completed=p.get("fraction", 0.0), description=text)
+
+        run = asyncio.create_task(execute_training(app, info.id, 0, on_event=on_event))
+        presses = 0
+
+        def on_sigint() -> None:
+            nonlocal presses
+            presses += 1
+            if presses == 1:
+                err_console().print("[yellow]cancelling… (Ctrl-C again to stop at once)[/]")
+                loop.create_task(services.jobs.cancel(actor, info.id))
+            else:
+                run.cancel()
+
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        try:
+            outcome = await run
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+    if outcome == "skipped":  # a running worker's reconciler picked the job up first: follow it there
+        return await follow_job(services, actor, info.id, quiet=quiet)
+    return await services.jobs.get(actor, info.id)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: creates .venv on first use, installs Atelier with the worker extra
+# (torch pinned to the 2.13.0 CPU build, which is what CI uses; on a GPU box install a CUDA torch first),
+# then runs the requested job.
+#   bash scripts/dev.sh demo   — the offline demo (tiny models, no Discord, no GPU)
+#   bash scripts/dev.sh test   — the test suite
+#   bash scripts/dev.sh run    — the bot + worker + embedded Redis (needs ATELIER_DISCORD_TOKEN for the bot)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=".venv"
+stamp="$venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  # A plain `torch` requirement would pull a multi-GB CUDA build; keep an existing torch, else pin the CPU one.
+  "$venv/bin/python" -c "import torch" 2>/dev/null || "$venv/bin/pip" install -q "torch==2.13.0"
+  "$venv/bin/pip" install -q -e ".[worker,dev]"
+  touch "$stamp"
+fi
+# shellcheck disable=SC1091
+. "$venv/bin/activate"
+
+cmd="${1:-demo}"; shift || true
+case "$cmd" in
+  demo) exec atelier demo "$@" ;;
+  test) exec python -m pytest -q "$@" ;;
+  run)  exec atelier run "$@" ;;
+  *)    exec atelier "$cmd" "$@" ;;
+esac

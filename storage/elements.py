@@ -1,0 +1,355 @@
+"""Element use cases: list, browse, share, delete, export, and the steps training/generation need.
+
+Privacy rule: an actor sees their own Elements, public READY ones, and READY server-shared ones of the server
+they act from. Everything else is "not found" — never "forbidden", which would leak that it exists.
+Others may use what they see, never change it (Forbidden); Atelier admins may unshare or delete for moderation.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.actors import Actor
+from storage.blob_gc import BlobCollector, element_blobs, hashes_in, tombstone
+from storage.blobs import BlobStore
+from storage.db import Database
+from storage.element_views import ElementInfo, ExportBundle, Page, ResolvedElement, element_info
+from storage.errors import Conflict, FamilyMismatch, Forbidden, InvalidInput, NotFound
+from storage.models import Category, Dataset, Element, ElementStatus, User, Visibility
+from storage.settings import Settings
+from trainer.prompting import MAX_LORAS, check_strengths
+
+_REF_ID = re.compile(r"^#(\d{1,12})$")
+MAX_DESCRIPTION = 500
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class ElementService:
+    def __init__(self, db: Database, blobs: BlobStore, settings: Settings) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.settings = settings
+        self.collector = BlobCollector(db, blobs)
+
+    # ---- lineage --------------------------------------------------------------------------------------------
+
+    def lineage(self, base_model: str) -> str:
+        spec = self.settings.base_models.get(base_model)
+        return spec.lineage if spec else base_model
+
+    def compatible_bases(self, base_model: str) -> list[str]:
+        """Configured base models an Element trained on ``base_model`` works with."""
+        lineage = self.lineage(base_model)
+        return sorted(n for n, s in self.settings.base_models.items() if s.lineage == lineage)
+
+    # ---- visibility ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def visible_to(actor: Actor) -> Any:
+        """SQL condition: Elements ``actor`` may see (own in any state; others' only when READY and shared)."""
+        shared = [Element.visibility == Visibility.PUBLIC.value]
+        if actor.guild_id:
+            shared.append(and_(Element.visibility == Visibility.SERVER.value, Element.guild_id == actor.guild_id))
+        return or_(Element.owner_id == actor.user_id,
+                   and_(Element.status == ElementStatus.READY.value, or_(*shared)))
+
+    def _lookup(self, actor: Actor, ref: str) -> Select[Any]:
+        stmt = select(Element, User).join(User, Element.owner_id == User.id)
+        ref = (ref or "").strip()
+        if m := _REF_ID.match(ref):
+            return stmt.where(Element.id == int(m.group(1)), self.visible_to(actor))
+        from storage.names import normalize_name
+
+        try:
+            _, key = normalize_name(ref, what="Element name", max_len=64)
+        except InvalidInput:
+            key = ref.casefold()
+        return stmt.where(Element.owner_id == actor.user_id, Element.name_key == key)
+
+    async def _find(self, session: AsyncSession, actor: Actor, ref: str, *, for_update: bool = False
+                    ) -> tuple[Element, User]:
+        stmt = self._lookup(actor, ref)
+        if for_update:
+            stmt = stmt.with_for_update(of=Element)
+        row = (await session.execute(stmt)).first()
+        if row is None:
+            raise NotFound(f"No Element “{ref}” that you can see.",
+                           "Check the name with /element list, or use #<id> for a shared Element.")
+        return row[0], row[1]
+
+    async def _find_changeable(self, session: AsyncSession, actor: Actor, ref: str, *, moderation: bool
+                               ) -> Element:
+        element, _owner = await self._find(session, actor, ref, for_update=True)
+        if element.owner_id != actor.user_id and not (moderation and actor.is_admin):
+            raise Forbidden(f"“{element.name}” belongs to someone else.",
+                            "You can use shared Elements, but only their owner can change or delete them.")
+        return element
+
+    # ---- queries ---------------------------------------------------------------------------------------------
+
+    async def list_own(self, actor: Actor) -> list[ElementInfo]:
+        async with self.db.read() as session:
+            rows = (await session.execute(
+                select(Element, User).join(User, Element.owner_id == User.id)
+                .where(Element.owner_id == actor.user_id).order_by(Element.created_at.desc(), Element.id.desc())
+            )).all()
+        return [element_info(e, u, actor.user_id) for e, u in rows]
+
+    async def get(self, actor: Actor, ref: str) -> ElementInfo:
+        async with self.db.read() as session:
+            element, owner = await self._find(session, actor, ref)
+        return element_info(element, owner, actor.user_id)
+
+    async def browse(self, actor: Actor, *, query: str | None = None, base_model: str | None = None,
+                     page: int = 0, per_page: int = 10) -> Page:
+        """Shared READY Elements (public + this server's), most used first."""
+        per_page = min(max(1, per_page), 50)
+        page = max(0, page)
+        shared = [Element.visibility == Visibility.PUBLIC.value]
+        if actor.guild_id:
+            shared.append(and_(Element.visibility == Visibility.SERVER.value, Element.guild_id == actor.guild_id))
+        conds = [Element.status == ElementStatus.READY.value, or_(*shared)]
+        if query and query.strip():
+            pattern = f"%{_like_escape(query.strip().casefold())}%"
+            conds.append(or_(Element.name_key.like(pattern, escape="\\"),
+                             func.lower(Element.description).like(pattern, escape="\\"),
+                             Element.trigger_key.like(pattern, escape="\\")))
+        if base_model:
+            conds.append(Element.base_model.in_(self.compatible_bases(base_model)))
+        async with self.db.read() as session:
+            total = (await session.execute(select(func.count(Element.id)).where(*conds))).scalar_one()
+            rows = (await session.execute(
+                select(Element, User).join(User, Element.owner_id == User.id).where(*conds)
+                .order_by(Element.usage_count.desc(), Element.created_at.desc(), Element.id.desc())
+                .offset(page * per_page).limit(per_page)
+            )).all()
+        return Page([element_info(e, u, actor.user_id) for e, u in rows], page, per_page, total)
+
+    async def autocomplete(self, actor: Actor, prefix: str, *, base_model: str | None = None, limit: int = 25,
+                           ready_only: bool = True, own_only: bool = False) -> list[tuple[str, str]]:
+        """(label, value) choices: own Elements (value = name) and shared ones (value = ``#id``).
+
+        ``own_only`` for commands that change an Element (share, delete); ``ready_only=False`` to include
+        Elements still training or failed (info, delete).
+        """
+        conds = [Element.owner_id == actor.user_id if own_only else self.visible_to(actor)]
+        if ready_only:
+            conds.append(Element.status == ElementStatus.READY.value)
+        text = (prefix or "").strip().casefold()
+        if text:
+            conds.append(Element.name_key.like(f"%{_like_escape(text)}%", escape="\\"))
+        if base_model and base_model in self.settings.base_models:
+            conds.append(Element.base_model.in_(self.compatible_bases(base_model)))
+        own_first = (Element.owner_id != actor.user_id)
+        async with self.db.read() as session:
+            rows = (await session.execute(
+                select(Element, User).join(User, Element.owner_id == User.id).where(*conds)
+                .order_by(own_first, Element.usage_count.desc(), Element.name_key).limit(max(1, min(limit, 25)))
+            )).all()
+        out = []
+        for e, u in rows:
+            if e.owner_id == actor.user_id:
+                label, value = f"{e.name} · {e.base_model}", e.name
+            else:
+                label, value = f"{e.name} by {u.display_name or u.external_id} · {e.base_model}", f"#{e.id}"
+            out.append((label[:100], value))
+        return out
+
+    # ---- owner actions ---------------------------------------------------------------------------------------
+
+    async def share(self, actor: Actor, ref: str, visibility: Visibility | str, guild_id: str | None = None
+                    ) -> ElementInfo:
+        try:
+            vis = Visibility(str(visibility).lower())
+        except ValueError:
+            raise InvalidInput(f"“{visibility}” is not a visibility.", "Use private, server or public.") from None
+        async with self.db.transaction() as session:
+            element = await self._find_changeable(session, actor, ref, moderation=vis == Visibility.PRIVATE)
+            if vis != Visibility.PRIVATE and element.status != ElementStatus.READY.value:
+                raise Conflict(f"“{element.name}” is not ready yet ({element.status}).",
+                               "You can share it once training has finished.")
+            gid = guild_id or actor.guild_id
+            if vis == Visibility.SERVER and not gid:
+                raise InvalidInput("Sharing with a server needs a server.",
+                                   "Run the command inside the server you want to share with.")
+            element.visibility = vis.value
+            element.guild_id = str(gid) if vis == Visibility.SERVER else None
+            await session.flush()
+            owner = await session.get(User, element.owner_id)
+            return element_info(element, owner, actor.user_id)
+
+    async def delete(self, actor: Actor, ref: str) -> ElementInfo:
+        """Delete an Element: the row (and blob tombstones) first, then unreferenced files."""
+        async with self.db.transaction() as session:
+            element = await self._find_changeable(session, actor, ref, moderation=True)
+            if element.status == ElementStatus.TRAINING.value:
+                raise Conflict(f"“{element.name}” is still training.", "Cancel the training job first.")
+            owner = await session.get(User, element.owner_id)
+            info = element_info(element, owner, actor.user_id)
+            await tombstone(self.db, session, element_blobs(element))
+            await session.execute(delete(Element).where(Element.id == element.id))
+        await self.collector.collect()
+        return info
+
+    async def export(self, actor: Actor, ref: str) -> ExportBundle:
+        """The kohya-format .safetensors (A1111/ComfyUI) and element.json of an Element the actor can see."""
+        info = await self.get(actor, ref)
+        if not info.ready or not info.kohya_blob or not info.metadata_blob:
+            raise Conflict(f"“{info.name}” has no exported weights ({info.status}).",
+                           "Export works once training has finished.")
+        kohya = await self.blobs.get_bytes(info.kohya_blob)
+        meta = await self.blobs.get_bytes(info.metadata_blob)
+        slug = re.sub(r"[^a-z0-9]+", "-", info.name.casefold()).strip("-") or f"element-{info.id}"
+        return ExportBundle(f"{slug[:48]}_{info.base_model}.safetensors", kohya, meta)
+
+    # ---- steps used inside other use cases' transactions (training / generation) -----------------------------
+
+    async def resolve_for_generation(self, session: AsyncSession, actor: Actor,
+                                     refs: Sequence[tuple[str, float | None]], base_model: str
+                                     ) -> list[ResolvedElement]:
+        """Check the Elements of one generation request; raise a clear error for the first problem."""
+        if base_model not in self.settings.base_models:
+            raise InvalidInput(f"Unknown base model “{base_model}”.",
+                               f"Choose one of: {', '.join(sorted(self.settings.base_models))}.")
+        if len(refs) > MAX_LORAS:
+            raise InvalidInput(f"At most {MAX_LORAS} Elements can be combined in one image; you asked for {len(refs)}.")
+        resolved: list[ResolvedElement] = []
+        for ref, strength in refs:
+            element, owner = await self._find(session, actor, ref)
+            if any(r.element_id == element.id for r in resolved):
+                raise InvalidInput(f"“{element.name}” is listed twice.", "Use each Element once.")
+            if element.status != ElementStatus.READY.value or not element.weights_blob:
+                what = "is still training" if element.status == ElementStatus.TRAINING.value else "failed to train"
+                raise Conflict(f"“{element.name}” {what}.", "Pick a ready Element (/element list).")
+            if self.lineage(element.base_model) != self.lineage(base_model):
+                ok = self.compatible_bases(element.base_model)
+                raise FamilyMismatch(
+                    f"“{element.name}” was trained on {element.base_model} ({element.base_family}) and does not "
+                    f"work with {base_model}.",
+                    f"Generate with {' or '.join(ok) if ok else element.base_model} to use it.",
+                )
+            resolved.append(ResolvedElement(
+                element_id=element.id, name=element.name, owner_id=owner.id,
+                owner_name=owner.display_name or owner.external_id.split(":", 1)[-1],
+                is_own=owner.id == actor.user_id, trigger_word=element.trigger_word,
+                strength=float(element.recommended_strength if strength is None else strength),
+                weights_blob=element.weights_blob, base_model=element.base_model, base_family=element.base_family,
+            ))
+        self.strength_warnings(resolved)  # raises for refused strengths
+        return resolved
+
+    @staticmethod
+    def strength_warnings(resolved: Sequence[ResolvedElement]) -> list[str]:
+        """Warnings for the chosen strengths (the shared rule in trainer.prompting); InvalidInput if refused."""
+        try:
+            return check_strengths([r.strength for r in resolved], [f"“{r.name}”" for r in resolved])
+        except ValueError as exc:
+            raise InvalidInput(str(exc)[0].upper() + str(exc)[1:] + ".") from None
+
+    async def record_usage(self, session: AsyncSession, element_ids: Sequence[int], *,
+                           exclude_owner_id: int | None = None) -> None:
+        """Count one use of each Element (pass ``exclude_owner_id`` to skip the requester's own)."""
+        if not element_ids:
+            return
+        stmt = update(Element).where(Element.id.in_(list(element_ids))).values(usage_count=Element.usage_count + 1)
+        if exclude_owner_id is not None:
+            stmt = stmt.where(Element.owner_id != exclude_owner_id)
+        await session.execute(stmt)
+
+    async def reserve(self, session: AsyncSession, actor: Actor, *, name: str, trigger: str, category: str,
+                      base_model: str, dataset_id: int | None, manifest: list[dict[str, Any]],
+                      config: dict[str, Any], description: str = "") -> Element:
+        """Create the TRAINING Element of a training request (inside the caller's transaction).
+
+        Name and trigger word are unique per owner after normalisation; a FAILED Element holding either is
+        replaced (its row goes, its blobs are tombstoned).
+        """
+        from storage.names import clean_text, normalize_name, normalize_trigger
+
+        display, key = normalize_name(name, what="Element name", max_len=64)
+        trig_display, trig_key = normalize_trigger(trigger)
+        try:
+            cat = Category(str(category).lower())
+        except ValueError:
+            raise InvalidInput(f"“{category}” is not a category.",
+                               f"Use one of: {', '.join(c.value for c in Category)}.") from None
+        spec = self.settings.base_models.get(base_model)
+        if spec is None:
+            raise InvalidInput(f"Unknown base model “{base_model}”.",
+                               f"Choose one of: {', '.join(sorted(self.settings.base_models))}.")
+        if not spec.trainable:
+            trainable = sorted(n for n, s in self.settings.base_models.items() if s.trainable and s.family == spec.family)
+            raise InvalidInput(f"{base_model} cannot be used for training.",
+                               f"Train on {' or '.join(trainable) or 'another base model'} instead.")
+        # Serialise reservations of one owner (PostgreSQL; SQLite's IMMEDIATE transaction already does).
+        await session.execute(select(User.id).where(User.id == actor.user_id).with_for_update(key_share=True))
+        if dataset_id is not None:
+            owner_id = (await session.execute(select(Dataset.owner_id).where(Dataset.id == dataset_id))).scalar()
+            if owner_id != actor.user_id:
+                raise NotFound("That dataset does not exist.", "Check the name with /dataset list.")
+        clashes = (await session.execute(select(Element).where(
+            Element.owner_id == actor.user_id, or_(Element.name_key == key, Element.trigger_key == trig_key)
+        ))).scalars().all()
+        for other in clashes:
+            if other.status == ElementStatus.FAILED.value:
+                await tombstone(self.db, session, element_blobs(other))
+                await session.delete(other)
+            elif other.name_key == key:
+                raise Conflict(f"You already have an Element named “{other.name}”.",
+                               "Pick another name, or delete the old one first.")
+            else:
+                raise Conflict(f"The trigger word “{other.trigger_word}” is already used by your Element "
+                               f"“{other.name}”.", "Pick another trigger word.")
+        await session.flush()
+        element = Element(
+            owner_id=actor.user_id, name=display, name_key=key, description=clean_text(description, max_len=MAX_DESCRIPTION, multiline=True),
+            category=cat.value, base_family=spec.family.value, base_model=base_model, trigger_word=trig_display,
+            trigger_key=trig_key, status=ElementStatus.TRAINING.value, visibility=Visibility.PRIVATE.value,
+            manifest=list(manifest), training_config=dict(config), dataset_id=dataset_id,
+        )
+        session.add(element)
+        try:
+            await session.flush()
+        except IntegrityError:
+            raise Conflict(f"You already have an Element named “{display}” or using “{trig_display}”.",
+                           "Pick another name and trigger word.") from None
+        return element
+
+    async def finish(self, session: AsyncSession, element_id: int, *, weights_blob: str, kohya_blob: str | None,
+                     metadata_blob: str | None, artifacts: dict[str, Any], recommended_strength: float
+                     ) -> Element | None:
+        """Mark a trained Element READY with its files (written once: a repeated call changes nothing).
+
+        Returns None when the Element was deleted meanwhile; its new files are tombstoned for collection.
+        """
+        element = await session.get(Element, element_id, with_for_update=True, populate_existing=True)
+        if element is None:
+            await tombstone(self.db, session, [weights_blob, kohya_blob, metadata_blob, *hashes_in(artifacts)])
+            return None
+        if element.status == ElementStatus.READY.value:
+            return element
+        element.weights_blob = weights_blob
+        element.kohya_blob = kohya_blob
+        element.metadata_blob = metadata_blob
+        element.artifacts = dict(artifacts)
+        element.recommended_strength = float(recommended_strength)
+        element.status = ElementStatus.READY.value
+        await session.flush()
+        return element
+
+    async def mark_failed(self, session: AsyncSession, element_id: int) -> bool:
+        """TRAINING → FAILED (a READY Element is never downgraded). True if it changed."""
+        result = await session.execute(
+            update(Element).where(Element.id == element_id, Element.status == ElementStatus.TRAINING.value)
+            .values(status=ElementStatus.FAILED.value)
+        )
+        return result.rowcount == 1

@@ -1,0 +1,55 @@
+"""The checks a training request must pass, shared by the request itself and its confirmation preview."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storage.errors import InvalidInput
+from storage.models import Category
+from storage.settings import BaseModelSpec, Settings
+
+
+def trainable_base(settings: Settings, base_model: str) -> BaseModelSpec:
+    spec = settings.base_models.get(base_model)
+    if spec is None:
+        raise InvalidInput(f"Unknown base model “{base_model}”.",
+                           f"Choose one of: {', '.join(sorted(settings.base_models))}.")
+    if not spec.trainable:
+        ok = sorted(n for n, s in settings.base_models.items() if s.trainable and s.family == spec.family)
+        raise InvalidInput(f"{base_model} cannot be used for training.",
+                           f"Train on {' or '.join(ok) or 'another base model'} instead.")
+    return spec
+
+
+def parse_category(category: str) -> str:
+    try:
+        return Category(str(category).strip().lower()).value
+    except ValueError:
+        raise InvalidInput(f"“{category}” is not a category.",
+                           f"Use one of: {', '.join(c.value for c in Category)}.") from None
+
+
+def check_image_count(settings: Settings, n: int, dataset: str, base_model: str, family: str) -> None:
+    lo, hi = settings.image_limits.min_images, settings.image_limits.max_for(family)
+    if n < lo:
+        raise InvalidInput(f"“{dataset}” has {n} image{'s' * (n != 1)}; training needs at least {lo}.",
+                           f"Add {lo - n} more with /dataset add (the guides suggest {lo}–{hi}).")
+    if n > hi:
+        raise InvalidInput(f"“{dataset}” has {n} images; {base_model} ({family}) trains on at most {hi}.",
+                           f"Remove {n - hi} with /dataset remove, keeping your most varied, sharpest images.")
+
+
+def build_config(category: str, family: str, n: int, trigger: str, overrides: dict[str, Any] | None) -> Any:
+    """The validated :class:`trainer.config.TrainingConfig` (torch-free), or InvalidInput naming the option."""
+    from pydantic import ValidationError
+
+    from trainer.config import TrainingConfig, validation_message
+
+    try:
+        return TrainingConfig.for_request(category, family, n, trigger, **dict(overrides or {}))
+    except ValidationError as exc:
+        raise InvalidInput(f"Invalid training option: {validation_message(exc)}.",
+                           "Fix the option or leave it out to use the preset.") from None
+    except (ValueError, KeyError) as exc:
+        raise InvalidInput(f"Invalid training option: {exc}.",
+                           "Fix the option or leave it out to use the preset.") from None

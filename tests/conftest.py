@@ -1,0 +1,105 @@
+"""Fixtures shared by every test package: database URLs (SQLite always, PostgreSQL when configured), settings,
+fully wired services, and small real images.
+
+PostgreSQL: set ``ATELIER_TEST_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test``. Each test then
+gets a fresh schema (``?search_path=`` on the URL, honoured by ``storage.db.Database``) created by the real
+Alembic migrations, and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy.engine import make_url
+
+from storage.settings import Settings, load_settings
+
+PG_ENV = "ATELIER_TEST_DATABASE_URL"
+
+
+def pg_url() -> str | None:
+    url = os.environ.get(PG_ENV, "").strip()
+    return url or None
+
+
+def _backends() -> list[object]:
+    params: list[object] = ["sqlite"]
+    if pg_url():
+        params.append(pytest.param("postgresql", marks=pytest.mark.postgres))
+    return params
+
+
+async def _pg_admin(url: str, sql: str) -> None:
+    import asyncpg
+
+    u = make_url(url)
+    conn = await asyncpg.connect(user=u.username, password=u.password, host=u.host or "127.0.0.1",
+                                 port=u.port or 5432, database=u.database)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=_backends())
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database: a fresh SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'atelier.db'}"
+        return
+    base = pg_url()
+    assert base is not None
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    await _pg_admin(base, f'CREATE SCHEMA "{schema}"')
+    try:
+        yield make_url(base).update_query_dict({"search_path": schema}).render_as_string(hide_password=False)
+    finally:
+        await _pg_admin(base, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings with a private data dir; keyword overrides as for ``load_settings``."""
+
+    def make(**overrides: object) -> Settings:
+        overrides.setdefault("data_dir", tmp_path / "atelier-data")
+        return load_settings(**overrides)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], database_url: str) -> Settings:
+    return make_settings(database_url=database_url)
+
+
+@pytest.fixture
+async def services(settings: Settings):
+    """Every storage use case wired to a migrated database and a blob folder (``storage.services``)."""
+    from storage.services import build_services
+
+    built = await build_services(settings)
+    try:
+        yield built
+    finally:
+        await built.aclose()
+
+
+def noise_png(seed: int, size: int = 64) -> bytes:
+    """A small PNG of random pixels: distinct seeds give far-apart perceptual hashes (no near-duplicates)."""
+    arr = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr, "RGB").save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def make_png() -> Callable[..., bytes]:
+    return noise_png

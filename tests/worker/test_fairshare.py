@@ -1,0 +1,74 @@
+"""Fair share, at the protocol level: a real subprocess driving the child's FileControl between "steps",
+paused by SIGSTOP or at its step boundary (the full path with the real trainer is in
+test_worker_training_control)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.worker.conftest import ROOT
+from worker.fairshare import FairShare
+
+CHILD = """
+import os, sys, time
+from pathlib import Path
+from worker.train_child import FileControl
+control = FileControl(Path(sys.argv[1]), os.getppid())
+step = 0
+while not control.cancelled():
+    control.pause_point()
+    time.sleep(0.02)  # one "training step"
+    step += 1
+    print(step, flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["signal", "step"])
+async def test_generation_pauses_training_without_starving_it(tmp_path: Path, mode: str) -> None:
+    control = tmp_path / "control"
+    control.mkdir()
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", CHILD, str(control), cwd=ROOT,
+                                                stdout=asyncio.subprocess.PIPE)
+    share = FairShare(starve_after=0.5, mode=mode)  # type: ignore[arg-type]
+    child = share.register(1, control)
+    child.pid = proc.pid
+
+    async def read() -> None:
+        assert proc.stdout is not None
+        async for line in proc.stdout:
+            child.stepped(int(line), True)
+
+    reader = asyncio.create_task(read())
+    try:
+        while child.step < 3:  # noqa: ASYNC110 — fed by the reader task
+            await asyncio.sleep(0.01)
+        async with share.gpu_for_generation():
+            await asyncio.sleep(0.1)  # "step": the step in flight ends, then the child blocks
+            assert child.paused()
+            assert child.stopped == (mode == "signal")
+            held = child.step
+            await asyncio.sleep(0.3)
+            assert child.step == held, "no training step while generating"
+        await asyncio.sleep(0.2)
+        assert child.step > held and not child.paused(), "training continues once the generation ends"
+
+        # Back-to-back generations: after starve_after without a step, one generation runs alongside it.
+        steps_during = []
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5:
+            async with share.gpu_for_generation():
+                before = child.step
+                await asyncio.sleep(0.15)
+                steps_during.append(child.step - before)
+        assert any(n > 0 for n in steps_during), "training was starved"
+        assert sum(n == 0 for n in steps_during) > len(steps_during) / 2, "most generations still had priority"
+    finally:
+        (control / "cancel").touch()
+        await asyncio.wait_for(proc.wait(), 10)
+        reader.cancel()
+        share.unregister(1)

@@ -1,0 +1,196 @@
+"""Training data: aspect-ratio buckets, resize/crop to a bucket, caption assembly, deterministic epoch batches.
+
+Randomness here never uses global state: every choice is drawn from a ``random.Random`` seeded by
+(seed, epoch, position), so a resumed run sees exactly the batches and captions an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from trainer.api import TrainItem
+from trainer.config import TrainingConfig
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training image placed in a bucket. Sizes are (width, height); ``crop`` is (top, left)."""
+
+    index: int
+    image_path: Path
+    caption: str  # the user's caption, untouched
+    bucket: tuple[int, int]
+    original_size: tuple[int, int]
+    crop: tuple[int, int]
+
+
+class DatasetError(ValueError):
+    """A training image could not be used; the message names the file."""
+
+
+def make_buckets(resolution: int, step: int, max_aspect: float) -> list[tuple[int, int]]:
+    """(w, h) buckets with area ≤ resolution², sides multiples of ``step``, aspect within ``max_aspect``
+    (kohya-ss ``--enable_bucket`` style). Always contains the square bucket."""
+    step = min(step, resolution)
+    area = resolution * resolution
+    buckets = {(resolution, resolution)}
+    w = step
+    while w <= resolution * max_aspect:
+        h = (area // w) // step * step
+        if h >= step and max(w / h, h / w) <= max_aspect:
+            buckets.add((w, h))
+            buckets.add((h, w))
+        w += step
+    return sorted(buckets)
+
+
+def nearest_bucket(size: tuple[int, int], buckets: list[tuple[int, int]]) -> tuple[int, int]:
+    """The bucket whose aspect ratio is closest (in log space) to ``size``'s; ties go to the larger area."""
+    ar = np.log(size[0] / size[1])
+    return min(buckets, key=lambda b: (abs(np.log(b[0] / b[1]) - ar), -b[0] * b[1]))
+
+
+def _cover_crop(size: tuple[int, int], bucket: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Resized (w, h) covering the bucket while keeping aspect, and the centred crop's (top, left)."""
+    w, h = size
+    scale = max(bucket[0] / w, bucket[1] / h)
+    rw, rh = max(bucket[0], round(w * scale)), max(bucket[1], round(h * scale))
+    return (rw, rh), ((rh - bucket[1]) // 2, (rw - bucket[0]) // 2)
+
+
+def build_samples(items: list[TrainItem], config: TrainingConfig) -> list[Sample]:
+    """Read each image's size and assign its bucket; a missing/unreadable file is a :class:`DatasetError`."""
+    if not items:
+        raise DatasetError("no training images: add images to the dataset first")
+    buckets = (make_buckets(config.resolution, config.bucket_step, config.max_aspect_ratio)
+               if config.bucketing else [(config.resolution, config.resolution)])
+    samples = []
+    for i, item in enumerate(items):
+        path = Path(item.image_path)
+        try:
+            with Image.open(path) as img:
+                size = ImageOps.exif_transpose(img).size if img.getexif() else img.size
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"training image {path.name} could not be read ({exc}); remove or re-add it") from exc
+        bucket = nearest_bucket(size, buckets)
+        _, crop = _cover_crop(size, bucket)
+        samples.append(Sample(i, path, item.caption or "", bucket, size, crop))
+    return samples
+
+
+def load_pixels(sample: Sample) -> np.ndarray:
+    """The image resized to cover its bucket and centre-cropped: float32 CHW in [-1, 1]."""
+    with Image.open(sample.image_path) as img:
+        img = ImageOps.exif_transpose(img).convert("RGB")
+        (rw, rh), (top, left) = _cover_crop(img.size, sample.bucket)
+        img = img.resize((rw, rh), Image.Resampling.LANCZOS)
+        img = img.crop((left, top, left + sample.bucket[0], top + sample.bucket[1]))
+        arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    return arr.transpose(2, 0, 1).copy()
+
+
+# ---------------------------------------------------------------------------------------------- captions
+def base_caption(caption: str, config: TrainingConfig) -> str:
+    """The caption with the trigger word first (unless it is already present)."""
+    sep = config.caption_separator
+    caption = caption.strip()
+    trigger = config.trigger
+    if config.prefix_trigger and trigger and not re.search(rf"(?<!\w){re.escape(trigger)}(?!\w)", caption, re.I):
+        caption = f"{trigger}{sep} {caption}" if caption else trigger
+    return caption
+
+
+def caption_variant(caption: str, config: TrainingConfig, rng: random.Random) -> str:
+    """``caption`` with its tags after the first ``keep_tokens`` shuffled (kohya ``--shuffle_caption``)."""
+    sep = config.caption_separator
+    tags = [t.strip() for t in caption.split(sep) if t.strip()]
+    keep, rest = tags[:config.keep_tokens], tags[config.keep_tokens:]
+    rng.shuffle(rest)
+    return f"{sep} ".join(keep + rest) if sep != " " else " ".join(keep + rest)
+
+
+def variant_count(config: TrainingConfig) -> int:
+    """How many caption variants one image has over the whole run (1 when captions are not shuffled).
+
+    With a trained text encoder every step gets a fresh shuffle; with a frozen one the embeddings are cached,
+    so the shuffles are limited to ``shuffle_variants`` per image, cycled through the epochs (documented
+    trade-off: exact per-step shuffling would defeat the text-embedding cache).
+    """
+    if not config.shuffle_captions:
+        return 1
+    total = config.epochs * config.repeats
+    return total if config.train_text_encoder else min(config.shuffle_variants, total)
+
+
+def caption_for(sample: Sample, config: TrainingConfig, variant: int) -> str:
+    """Caption variant ``variant`` of ``sample`` (deterministic for a given seed)."""
+    caption = base_caption(sample.caption, config)
+    if not config.shuffle_captions:
+        return caption
+    return caption_variant(caption, config, random.Random(f"{config.seed}:shuffle:{sample.index}:{variant}"))
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One image occurrence in an epoch: which sample, which caption variant, whether its caption is dropped."""
+
+    sample: int
+    variant: int
+    drop_caption: bool
+
+
+def epoch_batches(samples: list[Sample], config: TrainingConfig, epoch: int) -> list[list[Slot]]:
+    """The batches of ``epoch`` (1-based): each image ``repeats`` times, batches never mix buckets, order shuffled.
+
+    Deterministic in (seed, epoch) so a resumed run replays the same order.
+    """
+    rng = random.Random(f"{config.seed}:epoch:{epoch}")
+    per_bucket: dict[tuple[int, int], list[Slot]] = {}
+    n_variants = variant_count(config)
+    for s in samples:
+        for r in range(config.repeats):
+            occurrence = (epoch - 1) * config.repeats + r
+            drop = config.caption_dropout > 0 and rng.random() < config.caption_dropout
+            per_bucket.setdefault(s.bucket, []).append(Slot(s.index, occurrence % n_variants, drop))
+    batches: list[list[Slot]] = []
+    for bucket in sorted(per_bucket):
+        slots = per_bucket[bucket]
+        rng.shuffle(slots)
+        batches += [slots[i:i + config.batch_size] for i in range(0, len(slots), config.batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def steps_per_epoch(samples: list[Sample], config: TrainingConfig) -> int:
+    """Exact optimizer steps per epoch (per-bucket batching can add a partial batch per bucket)."""
+    counts: dict[tuple[int, int], int] = {}
+    for s in samples:
+        counts[s.bucket] = counts.get(s.bucket, 0) + config.repeats
+    return sum(-(-n // config.batch_size) for n in counts.values())
+
+
+def dataset_hash(items: list[TrainItem]) -> str:
+    """Content hash of the images and captions (resume safety, ``ss_dataset_dirs`` stand-in)."""
+    h = hashlib.sha256()
+    for item in items:
+        h.update(hashlib.sha256(Path(item.image_path).read_bytes()).digest())
+        h.update((item.caption or "").encode())
+    return h.hexdigest()
+
+
+def tag_frequency(samples: list[Sample], config: TrainingConfig) -> dict[str, int]:
+    """Tag → count over the captions as trained (kohya ``ss_tag_frequency``)."""
+    freq: dict[str, int] = {}
+    for s in samples:
+        for tag in base_caption(s.caption, config).split(config.caption_separator):
+            tag = tag.strip()
+            if tag:
+                freq[tag] = freq.get(tag, 0) + 1
+    return freq

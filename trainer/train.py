@@ -1,0 +1,243 @@
+"""Public entry point: :func:`train_lora` — load → cache → train (resumable) → export.
+
+Output folder layout::
+
+    out_dir/
+      <name>.safetensors          diffusers-format LoRA (pipeline.load_lora_weights)
+      <name>_kohya.safetensors    kohya/A1111/ComfyUI-format LoRA with ss_* metadata
+      element.json                what this Element is and how it was trained
+      loss_curve.png, grid.png    loss per step; epoch × strength grid
+      epochs/epoch-N.safetensors  diffusers-format LoRA of each saved epoch
+      samples/epoch-N/sample-K.png
+      checkpoints/epoch-N/        last complete epoch (resume point)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from trainer.api import (
+    BaseModelRef,
+    NullControl,
+    ProgressCallback,
+    ProgressEvent,
+    TrainControl,
+    TrainItem,
+    TrainResult,
+)
+from trainer.caching import cache_latents, cache_text, encode_captions, offload
+from trainer.checkpoint import TrainState, latest_checkpoint, restore_rng, rng_state, save_checkpoint
+from trainer.config import TrainingConfig
+from trainer.data import build_samples, dataset_hash, steps_per_epoch
+from trainer.export import cast_lora, read_diffusers_lora, save_diffusers_lora
+from trainer.families import Runtime, TrainFamily, family_class
+from trainer.loading import load_pipeline
+from trainer.loop import LoopParts, TrainingLoop
+from trainer.optim import build_optimizer, build_scheduler, check_optimizer_available
+from trainer.outputs import grid_epochs, render_samples, write_bundle
+
+# Config fields that only shape outputs; changing them between attempts must not block a resume.
+OUTPUT_ONLY_FIELDS = {"sample_every_n_epochs", "sample_prompts", "sample_steps", "sample_guidance", "sample_seed",
+                      "sample_resolution", "grid", "grid_strengths", "recommended_strength", "output_name",
+                      "save_precision", "save_every_n_epochs", "device"}
+SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def resolve_runtime(config: TrainingConfig) -> Runtime:
+    """Device and precision for this machine; half precision on a CPU falls back to fp32 with a note."""
+    notes: list[str] = []
+    has_cuda = torch.cuda.is_available()
+    if config.device == "cuda" and not has_cuda:
+        raise RuntimeError("device: 'cuda' was requested but no CUDA GPU is available; use device='auto'")
+    device = torch.device("cuda" if (config.device != "cpu" and has_cuda) else "cpu")
+    precision = config.mixed_precision
+    if device.type == "cpu" and precision != "no":
+        notes.append(f"mixed_precision={precision!r} needs a GPU; trained in fp32 on the CPU")
+        precision = "no"
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        notes.append("this GPU has no bf16 support; trained with fp16 instead")
+        precision = "fp16"
+    dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return Runtime(device=device, weight_dtype=dtype, autocast=precision != "no", notes=notes)
+
+
+def run_fingerprint(config: TrainingConfig, base: BaseModelRef, items: list[TrainItem]) -> str:
+    """What a checkpoint must match to be resumed: training-relevant config, base model, images + captions."""
+    relevant = config.model_dump(exclude=OUTPUT_ONLY_FIELDS)
+    payload = json.dumps({"config": relevant, "base": [base.family, base.source], "data": dataset_hash(items)},
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def output_name(config: TrainingConfig, element_name: str) -> str:
+    raw = config.output_name or element_name or config.trigger or "lora"
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", raw).strip("._") or "lora"
+    return slug[:80]
+
+
+def _check_request(config: TrainingConfig, base: BaseModelRef, items: list[TrainItem]) -> None:
+    if base.family != config.family:
+        raise ValueError(f"family: the config is for {config.family!r} but base model {base.name!r} is "
+                         f"{base.family!r}; build the config for {base.family!r}")
+    if not items:
+        raise ValueError("items: no training images; add images to the dataset first")
+
+
+@contextmanager
+def vae_on_device(family: TrainFamily):
+    """The VAE lives off the GPU after caching; bring it back while decoding samples."""
+    vae = family.vae
+    home = next(vae.parameters()).device
+    vae.to(family.runtime.device)
+    try:
+        yield
+    finally:
+        vae.to(home)
+
+
+class Sampler:
+    """Sample images from the live pipeline with fixed seeds; prompt embeddings cached while the TE is frozen."""
+
+    def __init__(self, family: TrainFamily, config: TrainingConfig, prompts: list[str]) -> None:
+        self.family, self.config, self.prompts = family, config, prompts
+        self.cached = None if family.trains_text_encoder else encode_captions(family, [*prompts, ""])
+
+    def _embeds(self, caption: str) -> dict[str, torch.Tensor]:
+        row = self.cached[caption] if self.cached is not None else encode_captions(self.family, [caption])[caption]
+        return {k: v.unsqueeze(0) for k, v in row.items()}
+
+    def image(self, prompt: str, seed: int):
+        cfg = self.config
+        with vae_on_device(self.family):
+            return self.family.sample(self._embeds(prompt), self._embeds(""), seed=seed,
+                                      size=cfg.sample_resolution or cfg.resolution, steps=cfg.sample_steps,
+                                      guidance=cfg.sample_guidance)
+
+
+def train_lora(config: TrainingConfig, base: BaseModelRef, items: list[TrainItem], out_dir: Path, *,
+               models_dir: Path, on_progress: ProgressCallback | None = None, control: TrainControl | None = None,
+               element_name: str = "", category: str = "") -> TrainResult:
+    """Train a LoRA for ``base`` on ``items`` into ``out_dir``; resumes from ``out_dir``'s last checkpoint.
+
+    Raises ``TrainingCancelled`` when ``control.cancelled()`` turns true (checked between steps; the last epoch
+    checkpoint stays usable), ``ValueError`` for bad input (wrong family, unreadable image, foreign checkpoint),
+    ``OptimizerUnavailable`` when the optimizer's package is missing, ``BaseModelLoadError`` when the base cannot
+    be loaded.
+    """
+    control = control or NullControl()
+    emit = on_progress or (lambda _event: None)
+    _check_request(config, base, items)
+    check_optimizer_available(config)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    samples = build_samples(items, config)
+    fingerprint = run_fingerprint(config, base, items)
+    ckpt = latest_checkpoint(out_dir, fingerprint)
+    state = ckpt.state if ckpt else TrainState()
+    resumed_from = state.epoch
+    runtime = resolve_runtime(config)
+    clock, before = time.monotonic(), state.elapsed_seconds
+    total = steps_per_epoch(samples, config) * config.epochs
+
+    def elapsed() -> float:
+        return before + time.monotonic() - clock
+
+    def event(phase: str, **kw) -> ProgressEvent:
+        return ProgressEvent(step=state.global_step, total_steps=total, epoch=state.epoch,
+                             total_epochs=config.epochs, phase=phase,  # type: ignore[arg-type]
+                             elapsed_seconds=elapsed(), **kw)
+
+    emit(event("loading"))
+    pipe = load_pipeline(base, models_dir, device=runtime.device, dtype=runtime.weight_dtype)
+    family = family_class(config.family)(pipe, config, runtime)
+    family.add_lora()
+
+    emit(event("caching"))
+    if runtime.weight_dtype == torch.float16:
+        family.vae.to(torch.float32)  # fp16 VAEs (SDXL's notably) overflow when encoding
+    latents = cache_latents(family, samples)
+    family.vae.to(runtime.weight_dtype)
+    text_cache = None if family.trains_text_encoder else cache_text(family, samples, config)
+    prompts = config.resolved_sample_prompts()
+    sampler = Sampler(family, config, prompts or [config.trigger or "a picture"])
+    offload(family, text_encoders=not family.trains_text_encoder)
+
+    optimizer = build_optimizer(family.param_groups(), config)
+    scheduler = build_scheduler(optimizer, config, total)
+    scaler = torch.amp.GradScaler("cuda") if runtime.fp16 else None
+    noise_gen = torch.Generator("cpu").manual_seed(config.seed)
+    if ckpt:
+        family.load_lora_state(ckpt.lora)
+        optimizer.load_state_dict(ckpt.optimizer)
+        scheduler.load_state_dict(ckpt.scheduler)
+        if scaler is not None and ckpt.scaler:
+            scaler.load_state_dict(ckpt.scaler)
+        restore_rng(noise_gen, ckpt.rng)
+
+    parts = LoopParts(family, config, samples, latents, text_cache, optimizer, scheduler, scaler, noise_gen)
+    loop = TrainingLoop(parts, state, total_steps=total, emit=emit, control=control, elapsed=elapsed)
+    pipeline_cls = type(pipe)
+    save_dtype = SAVE_DTYPES[config.save_precision]
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        loop.run_epoch(epoch)
+        if epoch in config.saved_epochs():
+            path = out_dir / "epochs" / f"epoch-{epoch}.safetensors"
+            save_diffusers_lora(pipeline_cls, path, cast_lora(family.lora_state(), save_dtype),
+                                family.adapter_metadata(), {"atelier_epoch": str(epoch)})
+            state.epoch_weights[epoch] = str(path.relative_to(out_dir))
+        if prompts and epoch in config.sample_epochs():
+            loop.check_control()
+            emit(event("sampling"))
+            paths = render_samples(lambda k, seed: sampler.image(prompts[k], seed), len(prompts), out_dir,
+                                   epoch, config.sample_seed)
+            state.samples[epoch] = [str(p.relative_to(out_dir)) for p in paths]
+            emit(event("sampling", sample_paths=paths))
+        state.epoch = epoch
+        state.elapsed_seconds = elapsed()
+        save_checkpoint(out_dir, fingerprint=fingerprint, state=state, lora=family.lora_state(),
+                        optimizer=optimizer, scheduler=scheduler, scaler=scaler, rng=rng_state(noise_gen))
+
+    emit(event("exporting"))
+    grid_cells = _grid_cells(family, sampler, config, out_dir, state)
+    result = write_bundle(
+        family=family, pipeline_cls=pipeline_cls, config=config, base=base, items=items, samples=samples,
+        out_dir=out_dir, state=state, name=output_name(config, element_name), element_name=element_name,
+        category=category or config.category, grid_cells=grid_cells, total_steps=total,
+        resumed_from=resumed_from, steps_per_epoch=steps_per_epoch(samples, config),
+    )
+    emit(event("done", loss=state.losses[-1] if state.losses else None))
+    return result
+
+
+def _grid_cells(family: TrainFamily, sampler: Sampler, config: TrainingConfig, out_dir: Path,
+                state: TrainState) -> dict | None:
+    """Images for the epoch × strength grid, rendered with the training pipeline and each epoch's saved
+    weights (no second copy of the base model in memory); strength 0 is the base alone, rendered once."""
+    if not config.grid:
+        return None
+    epochs = grid_epochs(sorted(state.epoch_weights))
+    final = family.lora_state()
+    prompt = sampler.prompts[0]
+    cells = {}
+    try:
+        base_img = None
+        for e in epochs:
+            family.load_lora_state(read_diffusers_lora(out_dir / state.epoch_weights[e]))
+            for s in config.grid_strengths:
+                if s == 0 and base_img is not None:
+                    cells[(e, s)] = base_img
+                    continue
+                with family.lora_strength(s):
+                    cells[(e, s)] = sampler.image(prompt, config.sample_seed)
+                if s == 0:
+                    base_img = cells[(e, s)]
+    finally:
+        family.load_lora_state(final)
+    return {"epochs": epochs, "strengths": list(config.grid_strengths), "cells": cells, "prompt": prompt}

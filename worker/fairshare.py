@@ -1,0 +1,126 @@
+"""Fair share of one GPU between a long training run and short generation requests in the same worker.
+
+Policy (one worker process = one GPU):
+
+* Generation has priority: while a generation runs, the worker's training subprocesses are paused. Nothing is
+  killed or reloaded — a paused child keeps its model and optimizer state in (GPU) memory and carries on at full
+  speed the moment the generation ends. Two ways to pause (``mode``):
+
+  - ``"signal"`` (default on POSIX): ``SIGSTOP`` the child at once and ``SIGCONT`` it afterwards. The generation
+    starts immediately; whatever GPU kernels the child had queued finish, then the device is the generation's.
+  - ``"step"``: create the child's ``pause`` file; the child blocks at its next step boundary
+    (``TrainControl.pause_point``, writing a ``paused`` file while it waits). The step in flight finishes
+    alongside the generation's first moments (``settle=True`` waits for it to end first, at most ``max_wait`` s).
+
+* Training is never starved: when generations keep coming and the training has made no step for
+  ``starve_after`` seconds, the next generation runs without pausing it (both share the device for that one
+  generation), and the one after pauses it again. Under a constant stream of generations training still gets
+  about one generation's worth of time every ``starve_after`` seconds.
+* ``enabled=False`` turns the policy off (generation and training simply compete): the benchmark's baseline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from worker.child_protocol import PAUSE_FILE, PAUSED_FILE
+
+Mode = Literal["signal", "step"]
+DEFAULT_MODE: Mode = "signal" if hasattr(signal, "SIGSTOP") else "step"
+
+
+@dataclass
+class TrainingChild:
+    """What the fair-share policy needs to know about a running training subprocess."""
+
+    control_dir: Path
+    pid: int | None = None
+    step: int = 0
+    training: bool = False  # in the step loop (pause points are only reached there)
+    last_step_at: float = field(default_factory=time.monotonic)  # last progress event of any kind
+    alive: bool = True
+    stopped: bool = False  # held with SIGSTOP right now
+
+    def stepped(self, step: int, training: bool) -> None:
+        """A progress event from the child (every training step, and each phase change)."""
+        self.last_step_at = time.monotonic()
+        self.step, self.training = step, training
+
+    def paused(self) -> bool:
+        return self.stopped or (self.control_dir / PAUSED_FILE).exists()
+
+    def resume(self) -> None:
+        """Undo any pause (also before terminating the child: a stopped process ignores SIGTERM)."""
+        if self.stopped and self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGCONT)
+        self.stopped = False
+        (self.control_dir / PAUSE_FILE).unlink(missing_ok=True)
+
+
+@dataclass
+class FairShare:
+    enabled: bool = True
+    mode: Mode = DEFAULT_MODE
+    settle: bool = False
+    max_wait: float = 10.0
+    starve_after: float = 2.0
+    poll: float = 0.005
+    children: dict[int, TrainingChild] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    paused_seconds: float = 0.0
+
+    def register(self, job_id: int, control_dir: Path) -> TrainingChild:
+        child = TrainingChild(control_dir)
+        self.children[job_id] = child
+        return child
+
+    def unregister(self, job_id: int) -> None:
+        child = self.children.pop(job_id, None)
+        if child is not None:
+            child.resume()
+            child.alive = False
+
+    def _pause(self, c: TrainingChild) -> None:
+        if self.mode == "signal" and c.pid is not None:
+            try:
+                os.kill(c.pid, signal.SIGSTOP)
+                c.stopped = True
+                return
+            except ProcessLookupError:
+                return
+        with contextlib.suppress(FileNotFoundError):
+            (c.control_dir / PAUSE_FILE).touch()
+
+    async def _wait(self, ready: Callable[[], bool], deadline: float) -> None:
+        # The child signals through files (it is another process): poll them, briefly.
+        while time.monotonic() < deadline and not ready():  # noqa: ASYNC110
+            await asyncio.sleep(self.poll)
+
+    @contextlib.asynccontextmanager
+    async def gpu_for_generation(self) -> AsyncIterator[None]:
+        """Hold while generating: this worker's training subprocesses are paused meanwhile."""
+        async with self.lock:
+            now = time.monotonic()
+            children = [c for c in self.children.values() if c.alive] if self.enabled else []
+            paused = [c for c in children if now - c.last_step_at <= self.starve_after]
+            for c in paused:
+                self._pause(c)
+            started = time.monotonic()
+            if self.settle:
+                await self._wait(lambda: all(not c.alive or not c.training or c.paused() for c in paused),
+                                 started + self.max_wait)
+            try:
+                yield
+            finally:
+                for c in paused:
+                    c.resume()
+                self.paused_seconds += time.monotonic() - started
