@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -82,22 +82,34 @@ def fail(message: str, *, as_json: bool, code: str = "error", hint: str = "") ->
     return typer.Exit(1)
 
 
-def run(ctx: typer.Context, as_json: bool, fn: Callable[[Services, Actor], Awaitable[T]]) -> T:
+def run(ctx: typer.Context, as_json: bool, fn: Callable[[Services, Actor], Awaitable[T]], *,
+        jobs: Literal["none", "local", "queue"] = "none") -> T:
     """Build the services, act as the selected local user, run ``fn``, close everything.
 
+    ``jobs``: "local" attaches ``services.jobs`` without a queue (rows stay queued for a worker to pick up);
+    "queue" connects it to Redis too (the configured one, or the embedded one a local ``atelier run`` shares).
     Domain errors (and invalid settings) become a one-line message and exit code 1.
     """
     from storage.errors import AtelierError
     from storage.settings import SettingsError
 
     async def go() -> T:
+        from storage.embedded_redis import redis_for
+        from storage.jobs import attach_jobs
         from storage.services import build_services
         from storage.settings import load_settings
 
-        services = await build_services(load_settings())
+        settings = load_settings()
+        services = await build_services(settings)
         try:
             actor = await services.users.local_actor(state(ctx).user)
-            return await fn(services, actor)
+            if jobs == "local":
+                await attach_jobs(services, None)
+            if jobs != "queue":
+                return await fn(services, actor)
+            async with redis_for(settings.redis_url, settings.data_dir) as url:
+                await attach_jobs(services, url)
+                return await fn(services, actor)
         finally:
             await services.aclose()
 

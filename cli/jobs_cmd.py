@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -11,7 +10,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cli.common import JsonOpt, err_console, escape, fail, out, print_json, state, wants_json
+from cli.common import JsonOpt, err_console, escape, out, print_json, run, wants_json
 
 if TYPE_CHECKING:
     from storage.job_views import JobInfo
@@ -22,36 +21,8 @@ JobArg = Annotated[int, typer.Argument(help="Job id (see `atelier jobs list`).")
 
 
 def run_jobs(ctx: typer.Context, as_json: bool, fn: Callable[[Any, Any], Awaitable[T]], *, redis: bool) -> T:
-    """Like ``cli.common.run`` with ``services.jobs`` attached; ``redis``: connect the queue (the configured
-    Redis, or the embedded one a local ``atelier run`` shares)."""
-    from storage.errors import AtelierError
-    from storage.settings import SettingsError
-
-    async def go() -> T:
-        from storage.embedded_redis import redis_for
-        from storage.jobs import attach_jobs
-        from storage.services import build_services
-        from storage.settings import load_settings
-
-        settings = load_settings()
-        services = await build_services(settings)
-        try:
-            actor = await services.users.local_actor(state(ctx).user)
-            if not redis:
-                await attach_jobs(services, None)
-                return await fn(services, actor)
-            async with redis_for(settings.redis_url, settings.data_dir) as url:
-                await attach_jobs(services, url)
-                return await fn(services, actor)
-        finally:
-            await services.aclose()
-
-    try:
-        return asyncio.run(go())
-    except AtelierError as exc:
-        raise fail(exc.message, as_json=as_json, code=exc.code, hint=exc.hint) from None
-    except SettingsError as exc:
-        raise fail(str(exc), as_json=as_json, code="settings") from None
+    """``cli.common.run`` with ``services.jobs`` attached; ``redis``: connect the queue too."""
+    return run(ctx, as_json, fn, jobs="queue" if redis else "local")
 
 
 async def warn_if_no_worker(services: Any, kind: str) -> None:

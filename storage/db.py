@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -149,7 +150,7 @@ class Database:
                         if broken:
                             raise RuntimeError(f"migration left dangling foreign keys: {broken[:5]}")
             finally:
-                if self.is_sqlite:
+                if self.is_sqlite and raw.driver_connection is not None:  # None once a failure invalidated it
                     await raw.driver_connection.execute("PRAGMA foreign_keys=ON")
 
     async def current_revision(self) -> str | None:
@@ -220,12 +221,29 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough in WAL mode, far fewer fsyncs
     finally:
         cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """WAL is a property of the file: set once, every later connection finds it. Only while a new file is being
+    set up by two starting processes (bot + worker) can the switch fail; SQLite does not call the busy handler
+    for it, so retry briefly (a blocking wait, but only in that first instant of a database's life)."""
+    cursor.execute("PRAGMA journal_mode")
+    if str(cursor.fetchone()[0]).lower() == "wal":
+        return
+    for attempt in range(100):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # the driver's OperationalError, wrapped differently by each adapter
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.02)
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

@@ -12,10 +12,12 @@ Policy (one worker process = one GPU):
     (``TrainControl.pause_point``, writing a ``paused`` file while it waits). The step in flight finishes
     alongside the generation's first moments (``settle=True`` waits for it to end first, at most ``max_wait`` s).
 
-* Training is never starved: when generations keep coming and the training has made no step for
-  ``starve_after`` seconds, the next generation runs without pausing it (both share the device for that one
-  generation), and the one after pauses it again. Under a constant stream of generations training still gets
-  about one generation's worth of time every ``starve_after`` seconds.
+* Training is never starved: when generations keep coming and have held the training for ``starve_after``
+  seconds, the next generation runs without pausing it (both share the device for that one generation), and the
+  one after pauses it again. A stretch of holds ends once the training has run freely for at least as long as it
+  was last held (it is getting half the device or more). Under a constant stream of generations training still
+  gets about one generation's worth of time every ``starve_after`` seconds. (Counted in held time, not in steps:
+  a step that slips in between two back-to-back generations must not reset the count.)
 * ``enabled=False`` turns the policy off (generation and training simply compete): the benchmark's baseline.
 """
 
@@ -45,14 +47,26 @@ class TrainingChild:
     pid: int | None = None
     step: int = 0
     training: bool = False  # in the step loop (pause points are only reached there)
-    last_step_at: float = field(default_factory=time.monotonic)  # last progress event of any kind
     alive: bool = True
     stopped: bool = False  # held with SIGSTOP right now
+    held_since: float | None = None  # start of the current stretch of back-to-back holds
+    released_at: float = 0.0  # when the last hold ended
+    last_hold: float = 0.0  # how long the last hold lasted
 
     def stepped(self, step: int, training: bool) -> None:
         """A progress event from the child (every training step, and each phase change)."""
-        self.last_step_at = time.monotonic()
         self.step, self.training = step, training
+
+    def starving(self, now: float, starve_after: float) -> bool:
+        """Whether the next hold should be skipped; starts or ends the stretch of holds as a side effect."""
+        if self.held_since is not None and now - self.released_at >= self.last_hold:
+            self.held_since = None  # it ran freely at least as long as it was last held
+        if self.held_since is not None and now - self.held_since >= starve_after:
+            self.held_since = None
+            return True
+        if self.held_since is None:
+            self.held_since = now
+        return False
 
     def paused(self) -> bool:
         return self.stopped or (self.control_dir / PAUSED_FILE).exists()
@@ -106,12 +120,12 @@ class FairShare:
             await asyncio.sleep(self.poll)
 
     @contextlib.asynccontextmanager
-    async def gpu_for_generation(self) -> AsyncIterator[None]:
-        """Hold while generating: this worker's training subprocesses are paused meanwhile."""
+    async def gpu_for_generation(self) -> AsyncIterator[list[TrainingChild]]:
+        """Hold while generating: this worker's training subprocesses are paused meanwhile (yields those held)."""
         async with self.lock:
             now = time.monotonic()
             children = [c for c in self.children.values() if c.alive] if self.enabled else []
-            paused = [c for c in children if now - c.last_step_at <= self.starve_after]
+            paused = [c for c in children if not c.starving(now, self.starve_after)]
             for c in paused:
                 self._pause(c)
             started = time.monotonic()
@@ -119,8 +133,10 @@ class FairShare:
                 await self._wait(lambda: all(not c.alive or not c.training or c.paused() for c in paused),
                                  started + self.max_wait)
             try:
-                yield
+                yield paused
             finally:
+                ended = time.monotonic()
                 for c in paused:
                     c.resume()
-                self.paused_seconds += time.monotonic() - started
+                    c.released_at, c.last_hold = ended, ended - started
+                self.paused_seconds += ended - started

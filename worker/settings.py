@@ -31,8 +31,8 @@ class WorkerOptions:
     work_dir: Path | None = None
     poll_delay: float = 0.05  # arq polls Redis this often: the floor of job start latency
     heartbeat_seconds: float | None = None  # default: a quarter of Settings.stale_heartbeat_seconds, ≤ 5 s
-    progress_interval: float = 1.0  # job row progress writes (live followers get every event)
-    publish_interval: float = 0.2
+    progress_interval: float = 1.0  # job row progress writes; phase/epoch changes and the last step always
+    publish_interval: float = 0.2  # live messages to followers, same rule
     reconcile_seconds: int = 10
     cancel_grace_seconds: float = 10.0
     child_argv: tuple[str, ...] = (sys.executable, "-m", "worker.train_child")

@@ -63,7 +63,7 @@ class TrainingRun:
         self.error: dict[str, Any] | None = None
         self.stopping: str | None = None  # "cancel" | "timeout" | "lost" once we decided to stop the child
         self.throttle = Throttle(app.options.progress_interval)
-        self.last_publish = 0.0
+        self.publish_throttle = Throttle(app.options.publish_interval)  # live followers: same rule, faster
         self.started = time.monotonic()
 
     # ---- orchestration ---------------------------------------------------------------------------------------
@@ -216,9 +216,7 @@ class TrainingRun:
         p = shape(ev)
         child.stepped(int(ev.get("step") or 0), ev.get("phase") == "training")
         self.on_event("progress", p)
-        now = time.monotonic()
-        if now - self.last_publish >= self.app.options.publish_interval:
-            self.last_publish = now
+        if self.publish_throttle.due(p):
             await self.app.publish(self.job.id, {"progress": p})
         milestone = None
         samples = ev.get("sample_paths") or []

@@ -55,19 +55,14 @@ def job_settings(tmp_path: Path, database_url: str, redis_url: str, models_dir: 
 
 @pytest.fixture
 async def job_services(job_settings: Settings) -> AsyncIterator[Any]:
-    from storage.jobs import JobService
-    from storage.queue import Enqueuer
+    from storage.jobs import attach_jobs
     from storage.services import build_services
 
     s = await build_services(job_settings)
-    s.enqueuer = await Enqueuer.connect(job_settings.redis_url)
-    s.jobs = JobService(s.db, job_settings, quotas=s.quotas, elements=s.elements, datasets=s.datasets,
-                        enqueuer=s.enqueuer, guilds=s.guilds)
+    await attach_jobs(s, job_settings.redis_url)  # the same wiring as the bot, the CLI and the worker
     try:
         yield s
     finally:
-        await s.enqueuer.close()
-        s.enqueuer = None
         await s.aclose()
 
 

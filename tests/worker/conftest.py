@@ -78,19 +78,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture
 async def services(settings: Settings) -> AsyncIterator[Any]:
-    from storage.jobs import JobService
-    from storage.queue import Enqueuer
+    from storage.jobs import attach_jobs
     from storage.services import build_services
 
     s = await build_services(settings)
-    s.enqueuer = await Enqueuer.connect(settings.redis_url)
-    s.jobs = JobService(s.db, settings, quotas=s.quotas, elements=s.elements, datasets=s.datasets,
-                        enqueuer=s.enqueuer, guilds=s.guilds)
+    await attach_jobs(s, settings.redis_url)  # the same wiring as the bot, the CLI and the worker
     try:
         yield s
     finally:
-        await s.enqueuer.close()
-        s.enqueuer = None
         await s.aclose()
 
 

@@ -57,16 +57,19 @@ async def test_generation_pauses_training_without_starving_it(tmp_path: Path, mo
         await asyncio.sleep(0.2)
         assert child.step > held and not child.paused(), "training continues once the generation ends"
 
-        # Back-to-back generations: after starve_after without a step, one generation runs alongside it.
-        steps_during = []
+        # Back-to-back generations: after starve_after of holds, one generation runs alongside the training.
+        # Judged by the policy's decision (paused or not) and by the steps each kind of generation saw; a paused
+        # one may still see the step in flight and one already in the pipe when it began (a loaded machine lags).
+        paused, running = [], []
         started = time.monotonic()
         while time.monotonic() - started < 2.5:
-            async with share.gpu_for_generation():
-                before = child.step
+            async with share.gpu_for_generation() as held:
+                before, was_paused = child.step, child in held
                 await asyncio.sleep(0.15)
-                steps_during.append(child.step - before)
-        assert any(n > 0 for n in steps_during), "training was starved"
-        assert sum(n == 0 for n in steps_during) > len(steps_during) / 2, "most generations still had priority"
+                (paused if was_paused else running).append(child.step - before)
+        assert running and any(n > 0 for n in running), f"training was starved: {paused=} {running=}"
+        assert len(paused) > len(running), f"most generations should still have priority: {paused=} {running=}"
+        assert all(n <= 2 for n in paused), f"training stepped during paused generations: {paused=}"
     finally:
         (control / "cancel").touch()
         await asyncio.wait_for(proc.wait(), 10)
