@@ -49,6 +49,10 @@ class TrainingCancelled(Exception):
     """Raised by the trainer when the cancel signal was seen; the last epoch checkpoint stays usable."""
 
 
+class GenerationStopped(Exception):
+    """Raised by ``Generator.generate`` when its ``stop`` callable said so between denoising steps."""
+
+
 class TrainControl(Protocol):
     """What the trainer polls between steps."""
 

@@ -10,9 +10,10 @@ import math
 import secrets
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
-from trainer.api import BaseModelRef, GenerationRequest, GenerationResult
+from trainer.api import BaseModelRef, GenerationRequest, GenerationResult, GenerationStopped
 from trainer.loading import default_device, default_dtype, load_pipeline
 from trainer.lora_io import validate_lora_file
 from trainer.pipeline_cache import PipelineCache, ResidentPipeline
@@ -67,8 +68,13 @@ class Generator:
         with self._lock:
             self._cache.clear()
 
-    def generate(self, base: BaseModelRef, request: GenerationRequest) -> GenerationResult:
-        """Run one request; raises ``ValueError`` (incl. ``LoraFileError``) for requests that cannot be served."""
+    def generate(self, base: BaseModelRef, request: GenerationRequest,
+                 stop: Callable[[], bool] | None = None) -> GenerationResult:
+        """Run one request; raises ``ValueError`` (incl. ``LoraFileError``) for requests that cannot be served.
+
+        ``stop`` is polled after every denoising step; when it returns True the run ends there and
+        ``GenerationStopped`` is raised (a timeout or a cancel must free the engine, not leave it running).
+        """
         warnings = _validate(base, request)
         cls = size_class(base.family, base.source)
         width, height, size_warnings = resolve_size(cls, width=request.width, height=request.height,
@@ -88,10 +94,11 @@ class Generator:
         with self._lock:
             entry = self._cache.get(base)
             entry.activate(request.loras, self.max_adapters)
-            images = self._run(entry, prompt, negative, seeds, steps, guidance, width, height)
+            hook = _step_hook(stop)
+            images = self._run(entry, hook, prompt, negative, seeds, steps, guidance, width, height)
             if request.hires:
                 width, height = width * HIRES_SCALE, height * HIRES_SCALE
-                images = self._hires(entry, images, prompt, negative, seeds, steps, guidance, width, height)
+                images = self._hires(entry, hook, images, prompt, negative, seeds, steps, guidance, width, height)
             self.stats["generations"] += 1
         return GenerationResult(images=images, seed=seed, seeds=seeds, prompt=prompt, warnings=warnings,
                                 width=width, height=height)
@@ -102,14 +109,15 @@ class Generator:
         # CPU generators: the same seed gives the same noise on any device.
         return [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
 
-    def _run(self, entry: ResidentPipeline, prompt, negative, seeds, steps, guidance, width, height) -> list:
+    def _run(self, entry: ResidentPipeline, hook, prompt, negative, seeds, steps, guidance, width, height) -> list:
         kwargs = dict(prompt=prompt, num_inference_steps=steps, guidance_scale=guidance, width=width,
-                      height=height, num_images_per_prompt=len(seeds), generator=self._generators(seeds))
+                      height=height, num_images_per_prompt=len(seeds), generator=self._generators(seeds),
+                      callback_on_step_end=hook)
         if negative:
             kwargs["negative_prompt"] = negative
-        return list(entry.pipe(**kwargs).images)
+        return _finished(entry.pipe, entry.pipe(**kwargs).images)
 
-    def _hires(self, entry: ResidentPipeline, images, prompt, negative, seeds, steps, guidance, width,
+    def _hires(self, entry: ResidentPipeline, hook, images, prompt, negative, seeds, steps, guidance, width,
                height) -> list:
         """Second pass: upscale 2x and re-denoise lightly with img2img built from the same modules."""
         from PIL import Image
@@ -119,12 +127,35 @@ class Generator:
         hires_steps = max(steps, math.ceil(2 / HIRES_DENOISE))
         n = len(upscaled)  # one prompt per image: img2img's batch is prompts x num_images_per_prompt
         kwargs = dict(prompt=[prompt] * n, image=upscaled, strength=HIRES_DENOISE,
-                      num_inference_steps=hires_steps, guidance_scale=guidance, generator=self._generators(seeds))
+                      num_inference_steps=hires_steps, guidance_scale=guidance, generator=self._generators(seeds),
+                      callback_on_step_end=hook)
         if entry.ref.family == "flux":
             kwargs.update(width=width, height=height)
         if negative:
             kwargs["negative_prompt"] = [negative] * n
-        return list(entry.img2img()(**kwargs).images)
+        pipe = entry.img2img()
+        return _finished(pipe, pipe(**kwargs).images)
+
+
+def _step_hook(stop: Callable[[], bool] | None):
+    """A diffusers ``callback_on_step_end`` that interrupts the pipeline once ``stop()`` is true (None: no hook)."""
+    if stop is None:
+        return None
+
+    def hook(pipe, _step, _timestep, callback_kwargs):
+        if stop():
+            pipe._interrupt = True  # diffusers' own flag: the denoising loop skips the remaining steps
+        return callback_kwargs
+
+    return hook
+
+
+def _finished(pipe, images) -> list:
+    """The images of a run that was not interrupted; the flag is reset so the resident pipeline stays usable."""
+    if getattr(pipe, "_interrupt", False):
+        pipe._interrupt = False
+        raise GenerationStopped("the generation was stopped")
+    return list(images)
 
 
 def _validate(base: BaseModelRef, request: GenerationRequest) -> list[str]:

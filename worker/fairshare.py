@@ -52,6 +52,7 @@ class TrainingChild:
     held_since: float | None = None  # start of the current stretch of back-to-back holds
     released_at: float = 0.0  # when the last hold ended
     last_hold: float = 0.0  # how long the last hold lasted
+    held_total: float = 0.0  # seconds held in all (not counted against the training's time limit)
 
     def stepped(self, step: int, training: bool) -> None:
         """A progress event from the child (every training step, and each phase change)."""
@@ -139,4 +140,5 @@ class FairShare:
                 for c in paused:
                     c.resume()
                     c.released_at, c.last_hold = ended, ended - started
+                    c.held_total += ended - started
                 self.paused_seconds += ended - started

@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from storage.errors import AtelierError
 from storage.job_transitions import LostJob
 
 log = logging.getLogger(__name__)
+LORA_FILES_KEPT = 64  # weight files kept in the work dir for the engine (least recently used go first)
 
 
 async def execute_generation(app: Any, job_id: int, dispatch: int) -> str:
@@ -62,7 +64,7 @@ async def _heartbeat(app: Any, job_id: int, attempt: int, cancel: asyncio.Event)
 
 
 async def _generate(app: Any, job: Any, attempt: int, cancel: asyncio.Event) -> str:
-    from trainer.api import BaseModelRef, GenerationRequest, LoraRef
+    from trainer.api import BaseModelRef, GenerationRequest, GenerationStopped, LoraRef
 
     t, p = app.transitions, job.payload
     spec = app.settings.base_models.get(p["base_model"])
@@ -81,15 +83,30 @@ async def _generate(app: Any, job: Any, attempt: int, cancel: asyncio.Event) -> 
                                 hires=bool(p.get("hires")))
     await app.publish(job.id, {"progress": {"phase": "generating", "fraction": 0.0}})
     limit = app.settings.generate_timeout_seconds
+    timed_out = threading.Event()
+
+    def should_stop() -> bool:  # polled by the engine thread after every denoising step
+        return timed_out.is_set() or cancel.is_set()
+
     try:
         generator = await asyncio.to_thread(app.generator)
         async with app.fairshare.gpu_for_generation():
-            result = await asyncio.wait_for(asyncio.to_thread(generator.generate, base, request), limit)
+            run = asyncio.ensure_future(asyncio.to_thread(generator.generate, base, request, should_stop))
+            try:
+                result = await asyncio.wait_for(asyncio.shield(run), limit)
+            except TimeoutError:
+                # Stop the engine at its next step and wait for it: the GPU (and the fair-share hold) must be
+                # free before the next job, and nobody else may drive the resident pipeline meanwhile.
+                timed_out.set()
+                with contextlib.suppress(GenerationStopped):
+                    await run
+                raise
         images = await asyncio.to_thread(_png_all, result.images)
     except TimeoutError:
-        # The engine thread cannot be interrupted; it finishes in the background and its images are dropped.
         return await t.fail(job.id, attempt, code="timeout", reason=f"generation took longer than {limit} s",
                             hint="Try fewer images, fewer steps or no hi-res pass.")
+    except GenerationStopped:
+        pass  # cancelled: handled below
     except ValueError as exc:  # the engine's refusals (LoraFileError included) are meant for people
         return await t.fail(job.id, attempt, code="invalid", reason=_sentence(exc),
                             hint="Change the request and try again.")
@@ -116,8 +133,10 @@ async def lora_file(app: Any, blob_hash: str) -> Path:
 
     def link() -> Path:
         if target.exists():
+            os.utime(target)  # most recently used: kept by the pruning below
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
+        _prune(target.parent, keep=LORA_FILES_KEPT - 1)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
         try:
@@ -128,6 +147,19 @@ async def lora_file(app: Any, blob_hash: str) -> Path:
         return target
 
     return await asyncio.to_thread(link)
+
+
+def _prune(folder: Path, keep: int) -> None:
+    """Drop the least recently used weight files beyond ``keep`` (copies from a remote store take real space;
+    the engine holds loaded adapters in memory, and a pruned file is simply fetched again when needed)."""
+    def last_used(f: Path) -> float:
+        try:
+            return f.stat().st_mtime
+        except FileNotFoundError:  # pruned by a sibling worker sharing the folder
+            return 0.0
+
+    for old in sorted(folder.glob("*.safetensors"), key=last_used, reverse=True)[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def _png_all(images: list[Any]) -> list[bytes]:

@@ -163,8 +163,13 @@ class TrainingRun:
                 continue
             if cancel:
                 await self._stop("cancel", grace=self.app.options.cancel_grace_seconds)
-            elif time.monotonic() - self.started > limit:
+            elif self._elapsed() > limit:
                 await self._stop("timeout", grace=0)
+
+    def _elapsed(self) -> float:
+        """Seconds this attempt has run, less the time generations held it (those are not its fault)."""
+        held = self.child.held_total if self.child is not None else 0.0
+        return time.monotonic() - self.started - held
 
     async def _stop(self, why: str, grace: float) -> None:
         self.stopping = why

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.api import GenerationRequest, LoraRef
+from trainer.api import GenerationRequest, GenerationStopped, LoraRef
 from trainer.generate import Generator
 from trainer.lora_io import LoraFileError
 from trainer.prompting import check_strengths, insert_triggers
@@ -154,6 +154,22 @@ def test_hires_doubles_size(gen, family):
     res = gen.generate(tiny_ref(family), _req(hires=True, count=2))
     assert (res.width, res.height) == (64, 64)
     assert [img.size for img in res.images] == [(64, 64), (64, 64)]
+
+
+@pytest.mark.parametrize("hires", [False, True])
+def test_stop_ends_the_run_between_steps_and_the_pipeline_stays_usable(gen, hires):
+    polls = []
+
+    def stop() -> bool:  # asked after every denoising step: say stop at the second one
+        polls.append(1)
+        return len(polls) >= 2
+
+    with pytest.raises(GenerationStopped):
+        gen.generate(SD15, _req(steps=20, hires=hires, seed=3), stop=stop)
+    assert len(polls) < 20, "the remaining steps were skipped (the hook is not asked again once interrupted)"
+    after = gen.generate(SD15, _req(seed=3))
+    again = gen.generate(SD15, _req(seed=3), stop=lambda: False)
+    assert np.array_equal(_px(after)[0], _px(again)[0]), "a stopped run leaves nothing behind"
 
 
 def test_pipeline_lru_eviction(models_dir):

@@ -69,6 +69,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "ATELIER_STALE_HEARTBEAT_SECONDS": str(settings.stale_heartbeat_seconds),
         "ATELIER_MAX_ATTEMPTS": str(settings.max_attempts),
         "ATELIER_TRAIN_TIMEOUT_SECONDS": str(settings.train_timeout_seconds),
+        "ATELIER_GENERATE_TIMEOUT_SECONDS": str(settings.generate_timeout_seconds),
         "ATELIER_IMAGE_LIMITS__MIN_IMAGES": str(settings.image_limits.min_images),
         "ATELIER_DEFAULT_BASE_MODEL": settings.default_base_model, "ATELIER_MIN_IMAGE_SIDE": "32",
         "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
