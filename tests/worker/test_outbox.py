@@ -58,10 +58,10 @@ async def test_each_row_delivered_once_by_competing_pumps(services, actor) -> No
 async def test_failed_delivery_is_retried_with_backoff(services, actor) -> None:
     await _add(services, actor, 1)
     rec = Recorder(fail_first=1)
-    pump = OutboxPump(services.db, rec, "pump", retry_delay=0.2)
+    pump = OutboxPump(services.db, rec, "pump", retry_delay=1.0)  # long enough that a slow machine still sees it
     assert await pump.run_once() == 0
     assert await pump.run_once() == 0  # backing off
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(1.2)
     assert await pump.run_once() == 1
     async with services.db.read() as s:
         row = (await s.execute(select(Notification))).scalar_one()
