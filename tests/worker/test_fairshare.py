@@ -70,8 +70,8 @@ async def test_generation_pauses_training_without_starving_it(tmp_path: Path, mo
         paused, running = [], []
         started = time.monotonic()
         while time.monotonic() - started < 2.5:
-            async with share.gpu_for_generation() as held:
-                before, was_paused = child.step, child in held
+            async with share.gpu_for_generation() as held_children:
+                before, was_paused = child.step, child in held_children
                 await asyncio.sleep(0.15)
                 (paused if was_paused else running).append(child.step - before)
         assert running and any(n > 0 for n in running), f"training was starved: {paused=} {running=}"
