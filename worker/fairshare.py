@@ -91,7 +91,6 @@ class FairShare:
     poll: float = 0.005
     children: dict[int, TrainingChild] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    paused_seconds: float = 0.0
 
     def register(self, job_id: int, control_dir: Path) -> TrainingChild:
         child = TrainingChild(control_dir)
@@ -141,4 +140,3 @@ class FairShare:
                     c.resume()
                     c.released_at, c.last_hold = ended, ended - started
                     c.held_total += ended - started
-                self.paused_seconds += ended - started
