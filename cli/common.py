@@ -94,8 +94,6 @@ def run(ctx: typer.Context, as_json: bool, fn: Callable[[Services, Actor], Await
     from storage.settings import SettingsError
 
     async def go() -> T:
-        from storage.embedded_redis import redis_for
-        from storage.jobs import attach_jobs
         from storage.services import build_services
         from storage.settings import load_settings
 
@@ -103,9 +101,13 @@ def run(ctx: typer.Context, as_json: bool, fn: Callable[[Services, Actor], Await
         services = await build_services(settings)
         try:
             actor = await services.users.local_actor(state(ctx).user)
+            if jobs == "none":  # dataset/element commands: no job machinery to import or connect
+                return await fn(services, actor)
+            from storage.embedded_redis import redis_for
+            from storage.jobs import attach_jobs
+
             if jobs == "local":
                 await attach_jobs(services, None)
-            if jobs != "queue":
                 return await fn(services, actor)
             async with redis_for(settings.redis_url, settings.data_dir) as url:
                 await attach_jobs(services, url)
