@@ -1,7 +1,8 @@
 """Loading LoRA files safely: ``.safetensors`` only, header checked, and a load that changes nothing is an error.
 
 Weights are read with ``safetensors`` (never unpickled) and handed to diffusers as a state dict, so diffusers'
-own format conversion (diffusers / kohya / peft key styles) still applies.
+own format conversion (diffusers / kohya / peft key styles) still applies; text-encoder tensors are injected with peft
+directly (``trainer.text_encoder_lora``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+
+from trainer import text_encoder_lora
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors format's own limit
 _LORA_MARKERS = ("lora_a", "lora_b", "lora_down", "lora_up", "lora.down", "lora.up")
@@ -92,8 +95,15 @@ def load_lora_into(pipe, path: Path, adapter_name: str) -> int:
         state = load_file(str(path), device="cpu")
     except Exception as exc:  # safetensors raises its own error type for truncated/corrupt data
         raise LoraFileError(f"{path.name} could not be read as safetensors: {exc}") from exc
+    denoiser_part = {k: v for k, v in state.items() if not text_encoder_lora.is_text_encoder_key(k)}
+    text_part = {k: v for k, v in state.items() if text_encoder_lora.is_text_encoder_key(k)}
     try:
-        pipe.load_lora_weights(state, adapter_name=adapter_name)
+        if denoiser_part:
+            pipe.load_lora_weights(denoiser_part, adapter_name=adapter_name)
+        if text_part:
+            # Text encoders through peft directly: diffusers would go through transformers' adapter mixin,
+            # which refuses peft releases it was not built against (see trainer/text_encoder_lora.py).
+            text_encoder_lora.load(pipe, text_part, adapter_name)
     except Exception as exc:
         _discard(pipe, adapter_name)
         raise LoraFileError(

@@ -17,6 +17,7 @@ from peft import LoraConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
+from trainer import text_encoder_lora
 from trainer.config import TrainingConfig
 
 ADAPTER = "default"
@@ -99,7 +100,7 @@ class TrainFamily(ABC):
                 # DoRA stays on the denoiser: diffusers cannot reload DoRA magnitudes into transformers' text
                 # encoders (they come back re-initialised), so text-encoder adapters are plain LoRA.
                 for te in self.text_encoders().values():
-                    te.add_adapter(self._lora_config(TEXT_ENCODER_TARGETS, dora=False))
+                    text_encoder_lora.attach(te, self._lora_config(TEXT_ENCODER_TARGETS, dora=False), ADAPTER)
         for module in self.lora_modules().values():
             for p in module.parameters():
                 if p.requires_grad:
