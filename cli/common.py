@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+# Where a command writes its file(s): one spelling for every command, ``--output`` accepted as an alias.
+OUT_FLAGS = ("--out", "--output", "-o")
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from cli.common import JsonOpt, err_console, escape, fail, out, print_json, run, wants_json
+from cli.common import OUT_FLAGS, JsonOpt, err_console, escape, fail, out, print_json, run, wants_json
 
 if TYPE_CHECKING:
     from storage.dataset_views import AddReport, IncomingFile
@@ -248,7 +248,7 @@ def delete(ctx: typer.Context, name: NameArg,
 
 @app.command()
 def export(ctx: typer.Context, name: NameArg,
-           output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the .zip.")] = None,
+           output: Annotated[Path | None, typer.Option(*OUT_FLAGS, help="Where to write the .zip.")] = None,
            json: JsonOpt = False) -> None:
     """Export as a .zip of PNGs with .txt captions (what `dataset import` reads)."""
     as_json = wants_json(ctx, json)
@@ -285,7 +285,7 @@ def lint(ctx: typer.Context, name: NameArg,
 
 @app.command()
 def sheet(ctx: typer.Context, name: NameArg,
-          output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the PNG.")] = None,
+          output: Annotated[Path | None, typer.Option(*OUT_FLAGS, help="Where to write the PNG.")] = None,
           json: JsonOpt = False) -> None:
     """Render a contact sheet (numbered thumbnails) as a PNG."""
     as_json = wants_json(ctx, json)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import JsonOpt, err_console, escape, fail, out, print_json, wants_json
+from cli.common import OUT_FLAGS, JsonOpt, err_console, escape, fail, out, print_json, wants_json
 
 app = typer.Typer(help="Offline demo: train a tiny Element on a synthetic dataset and render a strength grid.")
 
@@ -16,7 +16,7 @@ app = typer.Typer(help="Offline demo: train a tiny Element on a synthetic datase
 @app.command()
 def demo(
     ctx: typer.Context,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where to write the grid and the export bundle.")]
+    out_dir: Annotated[Path, typer.Option(*OUT_FLAGS, help="Where to write the grid and the export bundle.")]
     = Path("atelier-demo"),
     as_json: JsonOpt = False,
 ) -> None:

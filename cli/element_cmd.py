@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import JsonOpt, escape, fail, out, print_json, run, wants_json
+from cli.common import OUT_FLAGS, JsonOpt, escape, fail, out, print_json, run, wants_json
 
 app = typer.Typer(no_args_is_help=True, help="Your trained Elements and shared ones: list, info, share, export.")
 
@@ -102,7 +102,7 @@ def delete(ctx: typer.Context, ref: RefArg,
 
 @app.command()
 def export(ctx: typer.Context, ref: RefArg,
-           output: Annotated[Path, typer.Option("--output", "-o", file_okay=False, help="Folder to write into.")]
+           output: Annotated[Path, typer.Option(*OUT_FLAGS, file_okay=False, help="Folder to write into.")]
            = Path("."),
            json: JsonOpt = False) -> None:
     """Write the A1111/ComfyUI (kohya) .safetensors and element.json of an Element."""

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import JsonOpt, fail, out, print_json, wants_json
+from cli.common import OUT_FLAGS, JsonOpt, fail, out, print_json, wants_json
 from cli.jobs_cmd import follow_job, report, run_jobs, warn_if_no_worker
 
 app = typer.Typer(add_completion=False)
@@ -42,7 +42,7 @@ def generate(
     prompt: Annotated[str, typer.Argument(help="What to generate.")],
     element: Annotated[list[str], Opt("--element", "-e", help="NAME[:STRENGTH] (up to 4; #id for shared ones).")]
     = [],  # noqa: B006 — typer needs a list
-    out_dir: Annotated[Path, Opt("--out", "-o", help="Folder for the PNG files.")] = Path("."),
+    out_dir: Annotated[Path, Opt(*OUT_FLAGS, help="Folder for the PNG files.")] = Path("."),
     negative: Annotated[str, Opt("--negative", help="Negative prompt (not used by Flux).")] = "",
     seed: Annotated[int | None, Opt(help="Seed (random when left out; printed).")] = None,
     count: Annotated[int, Opt("--count", "-n", min=1, max=4)] = 1,

@@ -11,6 +11,7 @@ import typer
 from redis.exceptions import RedisError
 
 from cli.common import err_console, fail, out, print_json
+from worker.stack_versions import stack_report
 
 app = typer.Typer(add_completion=False)
 
@@ -120,6 +121,7 @@ async def check_worker(settings: Any, options: Any) -> dict[str, tuple[bool, str
     except OSError as exc:
         report["work dir"] = (False, f"{work} is not writable: {exc}")
     report["torch"] = await asyncio.to_thread(_check_torch)
+    report["ML stack"] = stack_report()
     return report
 
 

@@ -70,7 +70,8 @@ class JobService:
             dataset_id, dataset_name = await self._dataset(session, actor, dataset)
             manifest = await self.datasets.manifest(session, dataset_id)
             check_image_count(self.settings, len(manifest), dataset_name, base_model, spec.family.value)
-            config = build_config(cat, spec.family.value, len(manifest), trigger_display, overrides)
+            config = build_config(cat, spec.family.value, len(manifest), trigger_display, overrides,
+                                  tiny=spec.builtin)
             job, position = await self._create_training(
                 session, actor, dataset_id=dataset_id, dataset_name=dataset_name, manifest=manifest, name=name,
                 category=cat, base_model=base_model, family=spec.family.value, trigger=trigger_display,

@@ -29,6 +29,11 @@ class BaseModelSpec(BaseModel):
     lineage: str = ""
     description: str = ""
 
+    @property
+    def builtin(self) -> bool:
+        """One of the tiny offline models built from config (tests, demo); trained with presets sized for them."""
+        return self.source.startswith("builtin:")
+
     @model_validator(mode="after")
     def _default_lineage(self) -> BaseModelSpec:
         if not self.lineage:

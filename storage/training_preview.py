@@ -56,7 +56,7 @@ async def preview_training(services: Any, actor: Actor, *, dataset: str, name: s
     info = await services.datasets.get(actor, dataset)
     n, family = info.image_count, spec.family.value
     check_image_count(settings, n, info.name, base_model, family)
-    config = build_config(cat, family, n, trig, overrides)
+    config = build_config(cat, family, n, trig, overrides, tiny=spec.builtin)
     quota = await services.quotas.remaining(actor)
     if quota.remaining == 0:
         raise QuotaExceeded(f"You have used all {quota.limit} training slots of this "

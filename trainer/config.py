@@ -154,14 +154,15 @@ class TrainingConfig(BaseModel):
 
     # ------------------------------------------------------------------------------------------ constructor
     @classmethod
-    def for_request(cls, category: str, family: str, image_count: int, trigger: str,
+    def for_request(cls, category: str, family: str, image_count: int, trigger: str, *, tiny: bool = False,
                     **overrides: Any) -> TrainingConfig:
-        """Preset for ``family`` × ``category`` with repeats fitted to ``image_count``, then ``overrides``.
+        """Preset for ``family`` × ``category`` (``tiny``: a built-in tiny base) with repeats fitted to
+        ``image_count``, then ``overrides``.
 
         Unknown override names, out-of-range values and combinations a family does not support raise a
         ``ValueError`` (``pydantic.ValidationError`` is one) whose message names the field.
         """
-        preset = preset_for(family, category)
+        preset = preset_for(family, category, tiny=tiny)
         if not isinstance(image_count, int) or image_count < 1:
             raise ValueError(f"image_count: need at least one image (got {image_count!r})")
         fixed = sorted(set(overrides) & {"family", "category", "trigger"})

@@ -23,7 +23,7 @@ Caption handling by category (kohya ``--shuffle_caption --keep_tokens``; Civitai
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 CATEGORIES = ("style", "character", "object", "concept")
 FAMILIES = ("flux", "sdxl", "sd15")
@@ -116,13 +116,24 @@ def _flux(category: str) -> Preset:
 _BUILDERS = {"sd15": _sd15, "sdxl": _sdxl, "flux": _flux}
 
 
-def preset_for(family: str, category: str) -> Preset:
-    """The preset for ``family`` × ``category``; a ValueError names the bad argument and the choices."""
+# The built-in tiny bases (tests, demo, a first try on a CPU) are 64 px models: the real presets would plan
+# thousands of 512–1024 px steps on them. A tenth of the samples at their native size finishes in about a minute.
+TINY_RESOLUTION = 64
+TINY_SAMPLE_FRACTION = 10
+
+
+def preset_for(family: str, category: str, *, tiny: bool = False) -> Preset:
+    """The preset for ``family`` × ``category`` (sized for a built-in tiny base when ``tiny``); a ValueError
+    names the bad argument and the choices."""
     if family not in _BUILDERS:
         raise ValueError(f"family: unknown base family {family!r}; choose one of {', '.join(FAMILIES)}")
     if category not in CATEGORIES:
         raise ValueError(f"category: unknown category {category!r}; choose one of {', '.join(CATEGORIES)}")
-    return _BUILDERS[family](category)
+    preset = _BUILDERS[family](category)
+    if tiny:
+        preset = replace(preset, resolution=TINY_RESOLUTION, gradient_checkpointing=False,
+                         target_samples=preset.target_samples // TINY_SAMPLE_FRACTION)
+    return preset
 
 
 def auto_repeats(target_samples: int, epochs: int, image_count: int) -> int:

@@ -27,6 +27,9 @@ def attach(text_encoder: torch.nn.Module, config: LoraConfig, adapter_name: str)
     # peft's tuner replaces the model's ``peft_config`` with its own one-adapter dict; several Elements share a
     # text encoder at generation time, so keep the others' configs (diffusers lists adapters from this dict).
     text_encoder.peft_config = {**previous, **text_encoder.peft_config}
+    # diffusers' ``delete_adapters`` drops a text encoder's adapter config only under transformers' flag for "holds
+    # peft configs"; without it a deleted Element's name would stay listed (and block reloading it).
+    text_encoder._hf_peft_config_loaded = True
 
 
 def is_text_encoder_key(key: str) -> bool:

@@ -25,6 +25,7 @@ from storage.queue import FUNCTIONS, QUEUES, Enqueuer, deserialize, serialize
 from storage.queue import connect as connect_redis
 from worker.fairshare import FairShare
 from worker.settings import WorkerOptions
+from worker.stack_versions import stack_report
 
 log = logging.getLogger(__name__)
 CONTROL_QUEUE = "atelier:control"
@@ -130,6 +131,8 @@ async def run_worker(services: Any, redis_url: str, options: WorkerOptions, *,
     ``on_ready`` receives the :class:`WorkerApp` once built (benchmarks inspect its fair-share state).
     """
     stop = stop or asyncio.Event()
+    stack_ok, stack = stack_report()
+    (log.info if stack_ok else log.warning)("ML stack: %s", stack)
     redis = await connect_redis(redis_url)
     app = WorkerApp(services, options, enqueuer=Enqueuer(redis))
     if on_ready is not None:

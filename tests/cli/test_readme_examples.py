@@ -1,0 +1,69 @@
+"""Every ``atelier …`` line in the README's bash blocks runs as written, in order, as one user session.
+
+They run through bash (so globs like ``photos/*.jpg`` expand as in a terminal) in a fresh data dir with the tiny
+offline models, each one expected to exit 0. Commands that start a long-running server are skipped, with the reason.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import noise_png
+
+ROOT = Path(__file__).resolve().parents[2]
+# Commands that run until stopped (the Discord bot needs a token and Discord; a worker waits for queued jobs).
+SKIPPED = {
+    "atelier run": "starts the bot, a worker and Redis and runs until Ctrl-C",
+    "atelier bot": "needs a Discord token and Discord",
+    "atelier worker": "serves the queue until Ctrl-C (`--check` is tested in tests/worker)",
+}
+
+
+def readme_examples() -> list[str]:
+    """``atelier`` command lines from the README's bash code blocks, trailing comments removed."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.splitlines():
+            line = re.sub(r"\s+#.*$", "", line.strip())
+            if line.startswith("atelier ") or line.startswith("ATELIER_") and " atelier " in line:
+                lines.append(line)
+    return lines
+
+
+def test_readme_has_cli_examples() -> None:
+    examples = readme_examples()
+    assert any(e.startswith("atelier train ") for e in examples)
+    assert any(e.startswith("atelier generate ") for e in examples)
+
+
+@pytest.mark.slow
+def test_readme_cli_examples_run_as_written(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed in range(12):  # the README adds photos/*.jpg: twelve real JPEGs
+        Image.open(io.BytesIO(noise_png(seed, size=320))).convert("RGB").save(photos / f"p{seed:02d}.jpg", quality=90)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
+    env.update(ATELIER_DATA_DIR=str(tmp_path / "data"),
+               ATELIER_MODELS_DIR=str(tmp_path_factory.getbasetemp() / "readme-models"),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+               COLUMNS="120")
+    ran = []
+    for line in readme_examples():
+        if any(line.startswith(prefix) for prefix in SKIPPED):
+            continue
+        proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=900)
+        assert proc.returncode == 0, f"README example failed: {line}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        ran.append(line)
+    assert any(line.startswith("atelier train ") for line in ran)
+    assert len(list((tmp_path / "out").glob("*.png"))) == 2  # `generate … --count 2 --out out/`
+    assert (tmp_path / "sheet.png").stat().st_size > 0
