@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: creates .venv on first use, installs the locked package set
-# (requirements/worker.lock; torch pinned to the 2.13.0 CPU build, which is what CI uses; on a GPU box install a
+# (requirements/dev.lock; torch pinned to the 2.13.0 CPU build, which is what CI uses; on a GPU box install a
 # CUDA torch into .venv first, see the README), then runs the requested job.
 #   bash scripts/dev.sh demo   — the offline demo (tiny models, no Discord, no GPU)
 #   bash scripts/dev.sh test   — the test suite
@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=".venv"
-lock="requirements/worker.lock"
+lock="requirements/dev.lock"
 stamp="$venv/.installed-$(cat pyproject.toml "$lock" requirements/torch.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   python3 -m venv "$venv"

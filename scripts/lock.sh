@@ -4,8 +4,9 @@
 #   bash scripts/lock.sh --upgrade   move everything to the newest release the ranges allow (then run the tests!)
 # torch is left out of the locks: the installer picks its build (requirements/torch.txt's release: the CPU build in
 # CI, a CUDA build on a GPU box; see the README). The CPU wheel is only used here to resolve torch's dependencies.
-#   requirements/worker.lock  — everything for a worker, the tests and CI (extras: worker, s3, dev)
-#   requirements/bot.lock     — the bot alone (no ML stack), at the same versions as worker.lock
+#   requirements/dev.lock     — everything for development, the tests and CI (extras: worker, s3, dev)
+#   requirements/worker.lock  — a worker (extras: worker, s3), at the same versions as dev.lock
+#   requirements/bot.lock     — the bot alone (no ML stack), at the same versions as dev.lock
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,8 @@ common=(--python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate
 # The CPU wheel of torch lies in /opt/wheels on the project's build machines; elsewhere uv reads PyPI's metadata.
 [ -d /opt/wheels ] && common+=(--find-links /opt/wheels)
 
-"$uv" pip compile pyproject.toml --extra worker --extra s3 --extra dev "${common[@]}" -o requirements/worker.lock
-"$uv" pip compile pyproject.toml -c requirements/worker.lock "${common[@]}" -o requirements/bot.lock
-echo "locked: $(grep -c '==' requirements/worker.lock) packages (worker), $(grep -c '==' requirements/bot.lock) (bot)"
+"$uv" pip compile pyproject.toml --extra worker --extra s3 --extra dev "${common[@]}" -o requirements/dev.lock
+"$uv" pip compile pyproject.toml --extra worker --extra s3 -c requirements/dev.lock "${common[@]}" \
+  -o requirements/worker.lock
+"$uv" pip compile pyproject.toml -c requirements/dev.lock "${common[@]}" -o requirements/bot.lock
+for f in dev worker bot; do echo "requirements/$f.lock: $(grep -c '==' "requirements/$f.lock") packages"; done
