@@ -59,7 +59,7 @@ async def job_services(job_settings: Settings) -> AsyncIterator[Any]:
     from storage.services import build_services
 
     s = await build_services(job_settings)
-    await attach_jobs(s, job_settings.redis_url)  # the same wiring as the bot, the CLI and the worker
+    await attach_jobs(s, job_settings.resolved_redis_url)  # the same wiring as the bot, the CLI and the worker
     try:
         yield s
     finally:
