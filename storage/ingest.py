@@ -25,7 +25,7 @@ import asyncio
 import hashlib
 import io
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -284,8 +284,11 @@ def phash_of(im: Image.Image) -> str:
     return str(imagehash.phash(im))
 
 
+Source = bytes | Callable[[], bytes]  # the bytes, or a reader called in the worker thread (zip entries)
+
+
 async def normalize_many(
-    items: Sequence[bytes], limits: IngestLimits, *, concurrency: int = 2
+    items: Sequence[Source], limits: IngestLimits, *, concurrency: int = 2
 ) -> list[NormalizedImage | ImageRejected]:
     """Normalise uploads in worker threads (at most ``concurrency`` at once); results in input order.
 
@@ -295,29 +298,32 @@ async def normalize_many(
 
 
 async def ingest_many(
-    items: Sequence[bytes], limits: IngestLimits, store: BlobStore, *, concurrency: int = 2
+    items: Sequence[Source], limits: IngestLimits, store: BlobStore, *, concurrency: int = 2
 ) -> list[NormalizedImage | ImageRejected]:
     """Like :func:`normalize_many`, and also writes each accepted image to ``store`` (files before rows)."""
     return await _run_many(items, limits, store, concurrency)
 
 
 async def _run_many(
-    items: Sequence[bytes], limits: IngestLimits, store: BlobStore | None, concurrency: int
+    items: Sequence[Source], limits: IngestLimits, store: BlobStore | None, concurrency: int
 ) -> list[NormalizedImage | ImageRejected]:
     sem = asyncio.Semaphore(max(1, concurrency))
 
-    def work(data: bytes) -> NormalizedImage | ImageRejected:
+    def work(source: Source) -> NormalizedImage | ImageRejected:
         try:
-            img = normalize_image(data, limits)
+            # Read inside the thread and drop the upload right after decoding: one raw file per slot in memory.
+            img = normalize_image(source() if callable(source) else source, limits)
         except ImageRejected as exc:
             return exc
+        except InvalidInput as exc:  # an unreadable zip entry: a refusal like any other
+            return ImageRejected(exc.message, exc.hint or "Zip the file again and add it.", reason="archive")
         if store is not None:
             store.put_bytes_sync(img.data)
         return img
 
-    async def one(data: bytes) -> NormalizedImage | ImageRejected:
+    async def one(source: Source) -> NormalizedImage | ImageRejected:
         async with sem:
-            return await asyncio.to_thread(work, data)
+            return await asyncio.to_thread(work, source)
 
     return list(await asyncio.gather(*(one(d) for d in items)))
 
