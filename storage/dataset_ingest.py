@@ -119,10 +119,14 @@ async def add_images(svc: DatasetService, actor: Actor, name: str, files: Sequen
         stored = await member_bytes(session, actor.user_id)
 
     # 2. Decode in small chunks off the event loop; keep only tentatively accepted images in memory.
+    # A step never decodes more files than still fit, so a zip is read no further than the dataset's room.
     accepted: list[tuple[int, NormalizedImage]] = []
-    done = 0
-    for start in range(0, total, DECODE_CHUNK):
-        chunk = list(range(start, min(total, start + DECODE_CHUNK)))
+    done = start = 0
+    while start < total:
+        left = room - len(accepted)
+        step = min(DECODE_CHUNK, left) if left > 0 else DECODE_CHUNK
+        chunk = list(range(start, min(total, start + step)))
+        start += len(chunk)
         if len(accepted) >= room:  # no room left: refuse the rest without decoding them
             for i in chunk:
                 results[i] = _full(names[i], capacity)
