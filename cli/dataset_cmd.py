@@ -40,18 +40,25 @@ def _quote(s: str) -> str:
 
 @app.command("list")
 def list_(ctx: typer.Context, json: JsonOpt = False) -> None:
-    """Your datasets."""
+    """Your datasets, and the storage they use against your quota."""
     as_json = wants_json(ctx, json)
-    infos = run(ctx, as_json, lambda s, a: s.datasets.list(a))
+
+    async def go(s, a):
+        return await s.datasets.list(a), await s.datasets.storage_use(a)
+
+    infos, storage = run(ctx, as_json, go)
     if as_json:
-        return print_json({"ok": True, "datasets": infos})
+        return print_json({"ok": True, "datasets": infos,
+                           "storage": {"used_bytes": storage.used, "limit_bytes": storage.limit}})
     if not infos:
         out().print("No datasets yet. Create one with: atelier dataset create NAME")
-        return
-    table = Table("Name", "Images", "Updated", "Description")
-    for i in infos:
-        table.add_row(escape(i.name), str(i.image_count), f"{i.updated_at:%Y-%m-%d %H:%M}", escape(i.description[:60]))
-    out().print(table)
+    else:
+        table = Table("Name", "Images", "Updated", "Description")
+        for i in infos:
+            table.add_row(escape(i.name), str(i.image_count), f"{i.updated_at:%Y-%m-%d %H:%M}",
+                          escape(i.description[:60]))
+        out().print(table)
+    out().print(f"Storage: {storage.text()} used.")
 
 
 @app.command()
