@@ -255,6 +255,15 @@ class ElementService:
         except ValueError as exc:
             raise InvalidInput(str(exc)[0].upper() + str(exc)[1:] + ".") from None
 
+    async def deleted_of(self, element_ids: Sequence[int]) -> set[int]:
+        """Which of ``element_ids`` no longer exist (deleted by their owner or a moderator)."""
+        wanted = {int(i) for i in element_ids}
+        if not wanted:
+            return set()
+        async with self.db.read() as session:
+            found = set((await session.execute(select(Element.id).where(Element.id.in_(wanted)))).scalars())
+        return wanted - found
+
     async def record_usage(self, session: AsyncSession, element_ids: Sequence[int], *,
                            exclude_owner_id: int | None = None) -> None:
         """Count one use of each Element (pass ``exclude_owner_id`` to skip the requester's own)."""
