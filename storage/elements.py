@@ -7,6 +7,7 @@ Others may use what they see, never change it (Forbidden); Atelier admins may un
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -201,13 +202,22 @@ class ElementService:
         return info
 
     async def export(self, actor: Actor, ref: str) -> ExportBundle:
-        """The kohya-format .safetensors (A1111/ComfyUI) and element.json of an Element the actor can see."""
+        """The kohya-format .safetensors (A1111/ComfyUI) and element.json of an Element the actor can see.
+
+        Only the owner's export carries caption text; anyone else's has it stripped (see
+        :mod:`storage.export_privacy`).
+        """
+        from storage.export_privacy import strip_json_captions, strip_safetensors_captions
+
         info = await self.get(actor, ref)
         if not info.ready or not info.kohya_blob or not info.metadata_blob:
             raise Conflict(f"“{info.name}” has no exported weights ({info.status}).",
                            "Export works once training has finished.")
         kohya = await self.blobs.get_bytes(info.kohya_blob)
         meta = await self.blobs.get_bytes(info.metadata_blob)
+        if not info.is_own:
+            kohya = await asyncio.to_thread(strip_safetensors_captions, kohya)
+            meta = strip_json_captions(meta)
         slug = re.sub(r"[^a-z0-9]+", "-", info.name.casefold()).strip("-") or f"element-{info.id}"
         return ExportBundle(f"{slug[:48]}_{info.base_model}.safetensors", kohya, meta)
 

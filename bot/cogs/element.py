@@ -17,6 +17,7 @@ from bot import element_render as er
 from bot.cog_helpers import choices, read_actor, safe_choices, services_of
 from bot.cogs.element_buttons import browse_message, delete_confirm, send_export
 from bot.cogs.train import overrides_from, train_command
+from storage.export_privacy import SHARED_DOWNLOAD_NOTE
 from bot.context import actor, defer, reply
 from bot.render import escape
 from storage.errors import Forbidden
@@ -173,9 +174,11 @@ def share_text(info: object) -> str:
     name = escape(getattr(info, "name", ""))
     vis = getattr(info, "visibility", "")
     if vis == "public":
-        return f"🌍 “{name}” is now public: anyone can find it with /element browse and use it (credited to you)."
+        return (f"🌍 “{name}” is now public: anyone can find it with /element browse and use it (credited to you). "
+                f"{SHARED_DOWNLOAD_NOTE}")
     if vis == "server":
-        return f"🏠 “{name}” is now shared with this server: members can find it with /element browse."
+        return (f"🏠 “{name}” is now shared with this server: members can find it with /element browse. "
+                f"{SHARED_DOWNLOAD_NOTE}")
     return f"🔒 “{name}” is private again: only you can see and use it."
 
 
