@@ -26,6 +26,7 @@ import hashlib
 import io
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -146,6 +147,7 @@ def normalize_image(data: bytes, limits: IngestLimits) -> NormalizedImage:
             src = im
             if max(src.size) > limits.max_side and src.mode in _RESAMPLE_MODES:
                 src = _shrink(src, limits.max_side)  # before the colour work: only one full-size copy at a time
+                im.close()  # frees the full-size pixels now, not when the ``with`` ends
             rgb, warnings = _to_rgb(src)
         except Image.DecompressionBombError:
             raise _bomb(None, limits) from None
@@ -286,6 +288,12 @@ def phash_of(im: Image.Image) -> str:
 
 Source = bytes | Callable[[], bytes]  # the bytes, or a reader called in the worker thread (zip entries)
 
+# Every decode of the process runs on these threads, whatever the number of adds and imports at once: a decode
+# holds a few full-size copies of one image, and glibc keeps each thread's arena at its peak, so a fixed pair of
+# threads bounds the process's memory where asyncio's default pool (up to cores + 4 threads) would multiply it.
+DECODE_THREADS = 2
+_decode_pool = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="atelier-decode")
+
 
 async def normalize_many(
     items: Sequence[Source], limits: IngestLimits, *, concurrency: int = 2
@@ -314,7 +322,9 @@ async def _run_many(
             # Read inside the thread and drop the upload right after decoding: one raw file per slot in memory.
             img = normalize_image(source() if callable(source) else source, limits)
         except ImageRejected as exc:
-            return exc
+            # Its traceback holds the decoder's frames, the whole upload among their locals: a batch of
+            # refusals would keep every refused file in memory until the report is built.
+            return exc.with_traceback(None)
         except InvalidInput as exc:  # an unreadable zip entry: a refusal like any other
             return ImageRejected(exc.message, exc.hint or "Zip the file again and add it.", reason="archive")
         if store is not None:
@@ -323,7 +333,7 @@ async def _run_many(
 
     async def one(source: Source) -> NormalizedImage | ImageRejected:
         async with sem:
-            return await asyncio.to_thread(work, source)
+            return await asyncio.get_running_loop().run_in_executor(_decode_pool, work, source)
 
     return list(await asyncio.gather(*(one(d) for d in items)))
 
