@@ -13,9 +13,9 @@ that their files exist after committing (see ``DatasetService.add_images``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -152,7 +152,7 @@ class BlobCollector:
                             log.warning("could not delete blob %s; the next sweep retries", h, exc_info=True)
         temps = await asyncio.to_thread(self.blobs.sweep_temp_files, grace_seconds)
         for d in temp_dirs:
-            temps += await asyncio.to_thread(sweep_files, Path(d).glob("*"), grace_seconds)
+            temps += await asyncio.to_thread(lambda d=d: sweep_files(Path(d).glob("*"), grace_seconds))
         if deleted or temps:
             log.info("storage sweep: %d unreferenced blobs and %d stale temp files deleted", deleted, temps)
         return SweepReport(deleted, temps)

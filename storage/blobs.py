@@ -97,7 +97,9 @@ class BlobStore:
         return cls(settings.resolved_blob_url, cache_dir=settings.data_dir / "cache" / "blobs")
 
     def __repr__(self) -> str:
-        return f"BlobStore({self.url!r})"
+        from storage.redact import mask_urls
+
+        return f"BlobStore({mask_urls(self.url)!r})"
 
     # ---- paths -----------------------------------------------------------------------------------------------
 

@@ -38,8 +38,8 @@ from storage.dataset_views import (
 )
 from storage.db import Database, dialect_insert
 from storage.disk_quota import StorageUse, human_bytes, member_bytes
-from storage.heavy import heavy_slot
 from storage.errors import Conflict, InvalidInput, NotFound
+from storage.heavy import heavy_slot
 from storage.lint import Finding
 from storage.models import Dataset, DatasetImage, UploadSession, utcnow
 from storage.names import clean_caption, clean_text, normalize_name, text_key
@@ -243,8 +243,8 @@ class DatasetService:
                         local = await self.blobs.open_local(image.blob_hash)
                         await asyncio.to_thread(out.add_file, f"{image.index:04d}", local, image.caption)
             yield path
-        finally:
-            path.unlink(missing_ok=True)
+        finally:  # one unlink, which must run even when the task is being cancelled (no await here)
+            path.unlink(missing_ok=True)  # noqa: ASYNC240
 
     def _heavy(self) -> Any:
         return heavy_slot(self.settings.max_concurrent_heavy_tasks)

@@ -17,10 +17,10 @@ from bot import element_render as er
 from bot.cog_helpers import choices, read_actor, safe_choices, services_of
 from bot.cogs.element_buttons import browse_message, delete_confirm, send_export
 from bot.cogs.train import overrides_from, train_command
-from storage.export_privacy import SHARED_DOWNLOAD_NOTE
 from bot.context import actor, defer, reply
 from bot.render import escape
 from storage.errors import Forbidden
+from storage.export_privacy import SHARED_DOWNLOAD_NOTE
 from storage.models import Category
 
 if TYPE_CHECKING:

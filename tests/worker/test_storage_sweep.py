@@ -7,8 +7,6 @@ import os
 import time
 from typing import Any
 
-from sqlalchemy import select
-
 from storage.models import Job
 from tests.storage.conftest import ready_element
 from worker.app import WorkerApp, sweep_storage, worker_settings
