@@ -91,7 +91,7 @@ class ZipLimits:
             max_archive_bytes=settings.max_zip_bytes,
         )
 
-    def open(self, source: bytes | Path) -> ZipReader:
+    def open(self, source: bytes | Path | IO[bytes]) -> ZipReader:
         """An open :class:`ZipReader` (captions read, images listed); close it when done."""
         return ZipReader(source, self)
 
@@ -138,10 +138,14 @@ class ZipReader:
     Reads may come from worker threads; they are serialised (one file position).
     """
 
-    def __init__(self, source: bytes | Path, limits: ZipLimits) -> None:
+    def __init__(self, source: bytes | Path | IO[bytes], limits: ZipLimits) -> None:
         self.limits = limits
-        self._fp: IO[bytes] = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) \
-            else open(source, "rb")  # noqa: SIM115 — closed by close()
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self._fp: IO[bytes] = io.BytesIO(bytes(source))
+        elif hasattr(source, "read"):  # an open, seekable file (a spooled download); closed with the reader
+            self._fp = source  # type: ignore[assignment]
+        else:
+            self._fp = open(source, "rb")  # noqa: SIM115 — closed by close()
         self._lock = threading.Lock()
         self._total = 0
         self.entries: list[ZipEntry] = []

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -193,9 +193,10 @@ class DatasetService:
         async with self._heavy():
             return await _add_images(self, actor, name, files, source=source, on_progress=on_progress)
 
-    async def import_zip(self, actor: Actor, name: str, data: bytes | Path,
+    async def import_zip(self, actor: Actor, name: str, data: bytes | Path | IO[bytes],
                          on_progress: ProgressFn | None = None) -> AddReport:
-        """Add the images of a .zip; ``<name>.txt`` next to an image is its caption (kohya style).
+        """Add the images of a .zip (bytes, a path, or an open seekable file, which is closed afterwards);
+        ``<name>.txt`` next to an image is its caption (kohya style).
 
         Entries are read one at a time as they are decoded, and not at all once the dataset is full.
         """
