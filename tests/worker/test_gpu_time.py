@@ -106,3 +106,24 @@ async def test_retry_trains_on_the_frozen_images_after_the_dataset_was_deleted(s
     assert again.payload["dataset_id"] is None
     for item in again.payload["manifest"]:  # a queued job's images are references: nothing was collected
         assert await services.blobs.exists(item["blob"])
+
+
+async def test_a_strength_grid_must_fit_the_queued_generation_cap(services, actor) -> None:
+    from storage.generation_actions import generation_service
+    from tests.storage.conftest import ready_element
+
+    element = await ready_element(services, actor, "Ink", "zqxink", base_model="tiny-sd15")
+    job = await services.jobs.request_generation(actor, prompt="a cat", elements=[(element.name, 0.8)], seed=1)
+    t = JobTransitions(services.db, services.settings, services.quotas, services.elements)
+    await t.start(job.id, 0)
+    image = await services.blobs.put_bytes(b"an image")
+    gen_id = await t.succeed_generation(job.id, 1, images=[image], seed=1, seeds=[1], prompt="a cat", warnings=[],
+                                        width=64, height=64)
+    services.settings.max_queued_generations = 4  # a grid of 5 does not fit, even with nothing queued
+    gens = generation_service(services)
+    with pytest.raises(QuotaExceeded, match=r"at most 4 can be queued at once \(this asks for 5\)"):
+        await gens.strength_grid(actor, gen_id, origin={})
+    async with services.db.read() as s:
+        assert await s.scalar(select(func.count(Job.id))) == 1, "no part of the grid was queued"
+    services.settings.max_queued_generations = 5
+    assert len(await gens.strength_grid(actor, gen_id, origin={})) == 5
