@@ -24,7 +24,13 @@ from storage.job_views import JobInfo
 from storage.models import Dataset, Job, JobKind, JobStatus, utcnow
 from storage.names import clean_text, normalize_trigger
 from storage.outbox import add_notification
-from storage.training_rules import build_config, check_image_count, parse_category, trainable_base
+from storage.training_rules import (
+    build_config,
+    check_estimate,
+    check_image_count,
+    parse_category,
+    trainable_base,
+)
 
 log = logging.getLogger(__name__)
 MAX_PROMPT = 2000
@@ -86,15 +92,7 @@ class JobService:
                                dataset_name: str, manifest: list[dict[str, Any]], name: str, category: str,
                                base_model: str, family: str, trigger: str, description: str, config: Any,
                                overrides: dict[str, Any], origin: dict[str, Any] | None) -> tuple[Job, int]:
-        from trainer.config import estimate_seconds
-
-        estimate = estimate_seconds(family, config, len(manifest))
-        limit = self.settings.train_timeout_seconds
-        if estimate > limit:  # it would time out and use the slot for nothing: refuse before queueing
-            raise InvalidInput(
-                f"This training is estimated at {_span(estimate)}, over the {_span(limit)} limit of a run "
-                f"({config.total_steps(len(manifest))} steps at {config.resolution} px).",
-                "Use fewer epochs or repeats, a lower resolution, or fewer images.")
+        estimate = check_estimate(self.settings, family, config, len(manifest))  # before any slot is charged
         await self.quotas.lock_member(session, actor)  # the checks below and the charge see one state
         await self._check_active_trainings(session, actor)
         job = Job(kind=JobKind.TRAIN.value, owner_id=actor.user_id, status=JobStatus.QUEUED.value,
@@ -362,13 +360,6 @@ def _with_progress(info: JobInfo, progress: dict[str, Any]) -> JobInfo:
     from dataclasses import replace
 
     return replace(info, progress={**info.progress, **progress}, status=JobStatus.RUNNING.value)
-
-
-def _span(seconds: float) -> str:
-    """``"44.5 h"``, ``"25 min"``, ``"40 s"``."""
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{math.ceil(seconds / 60)} min" if seconds >= 60 else f"{math.ceil(seconds)} s"
 
 
 def _past(status: str) -> str:

@@ -127,3 +127,13 @@ async def test_a_strength_grid_must_fit_the_queued_generation_cap(services, acto
         assert await s.scalar(select(func.count(Job.id))) == 1, "no part of the grid was queued"
     services.settings.max_queued_generations = 5
     assert len(await gens.strength_grid(actor, gen_id, origin={})) == 5
+
+
+async def test_the_train_preview_refuses_the_same_estimate(services, actor, make_dataset) -> None:
+    from storage.training_preview import preview_training
+
+    await make_dataset(actor, "shapes", count=2)
+    with pytest.raises(InvalidInput, match=r"estimated at [\d.]+ h, over the 6.0 h limit"):
+        await preview_training(services, actor, dataset="shapes", name="Huge", category="style",
+                               base_model="tiny-flux", trigger="zqxhuge",
+                               overrides={"epochs": 500, "resolution": 2048, "repeats": 10})
