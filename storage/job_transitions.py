@@ -66,8 +66,11 @@ async def end_job(session: AsyncSession, quotas: Any, elements: Any, job: Job, s
     if status == JobStatus.SUCCEEDED:
         job.progress = {**(job.progress or {}), "fraction": 1.0, "phase": "done"}
     elif job.kind == JobKind.TRAIN:
-        if refundable(job, status, code):
+        refunded = refundable(job, status, code)
+        if refunded:
             await quotas.refund_in(session, job.id, f"{status.value}:{code or ''}"[:64])
+        job.result = {**job.result, "slot_refunded": refunded}  # what the member is told
+        note = {**(note or {}), "slot_refunded": refunded}
         if job.element_id is not None:
             await elements.mark_failed(session, job.element_id)
     prefix = "training" if job.kind == JobKind.TRAIN else "generation"

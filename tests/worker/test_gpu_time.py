@@ -55,6 +55,9 @@ async def test_only_failures_that_are_not_the_members_doing_refund_the_slot(serv
         await t.fail(lost.id, attempt + 1, code="crashed", reason="worker lost", retryable=True)
     outcomes["Lost"] = (await _refunded(services, lost.id), True)
     assert {k: got for k, (got, _) in outcomes.items()} == {k: want for k, (_, want) in outcomes.items()}
+    async with services.db.read() as s:  # the member is told which it was
+        told = {j.payload["element_name"]: j.result["slot_refunded"] for j in (await s.execute(select(Job))).scalars()}
+    assert told == {k: want for k, (_, want) in outcomes.items()}
 
 
 async def test_a_run_estimated_over_the_timeout_is_refused_before_it_is_queued(services, actor,
