@@ -10,10 +10,12 @@ is an image candidate that :mod:`storage.ingest` validates by content.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import IO, Protocol
 
 import aiohttp
 
@@ -29,6 +31,7 @@ ZIP_CONTENT_TYPES = {"application/zip", "application/x-zip-compressed", "applica
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp")
 _CHUNK = 64 * 1024
 _CONCURRENCY = 4
+_SPOOL_IN_MEMORY = 1024 * 1024  # archives larger than this go to a temporary file while downloading
 
 
 class AttachmentLike(Protocol):
@@ -55,17 +58,34 @@ class SizeCaps:
 
 
 @dataclass
+class Archive:
+    """A downloaded .zip: spooled to an anonymous temporary file past 1 MiB (gone when closed), so a large archive
+    is never held in memory; :meth:`storage.datasets.DatasetService.import_zip` reads it one entry at a time."""
+
+    filename: str
+    file: IO[bytes]
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@dataclass
 class Downloaded:
-    """Attachments sorted by content: images to ingest, archives to import, and files refused already."""
+    """Attachments sorted by content: images to ingest, archives to import, and files refused already.
+    Close it (:meth:`close`) when done: archives are temporary files."""
 
     images: list[IncomingFile] = field(default_factory=list)
-    archives: list[IncomingFile] = field(default_factory=list)
+    archives: list[Archive] = field(default_factory=list)
     refused: list[FileResult] = field(default_factory=list)
     order: list[str] = field(default_factory=list)  # file names in the order they were attached
 
     @property
     def empty(self) -> bool:
         return not (self.images or self.archives or self.refused)
+
+    def close(self) -> None:
+        for archive in self.archives:
+            archive.close()
 
 
 def is_zip(data: bytes) -> bool:
@@ -93,6 +113,12 @@ def too_large(name: str, size: int | None, cap: int, *, archive: bool) -> FileRe
                       hint=("Split the archive into smaller .zip files." if archive else
                             "Resize or re-save it (e.g. JPEG at quality 90) and try again."),
                       code="too_large")
+
+
+def _download_failed(name: str, exc: BaseException) -> FileResult:
+    log.info("attachment download failed for %s: %r", name, exc)
+    return FileResult(name, "refused", reason=f"I couldn't download {name} from Discord.",
+                      hint="Discord may have removed it; upload it again.", code="download")
 
 
 class _TooLarge(Exception):
@@ -131,33 +157,63 @@ class AttachmentDownloader:
         for res in results:
             if isinstance(res, FileResult):
                 out.refused.append(res)
-            elif is_zip(res.data):
+            elif isinstance(res, Archive):
                 out.archives.append(res)
+            elif is_zip(res.data):  # a .zip under another name (small: it was downloaded under the image cap)
+                out.archives.append(Archive(res.filename, io.BytesIO(res.data)))
             else:
                 out.images.append(res)
         return out
 
-    async def _one(self, att: AttachmentLike, caps: SizeCaps) -> IncomingFile | FileResult:
+    async def _one(self, att: AttachmentLike, caps: SizeCaps) -> IncomingFile | Archive | FileResult:
         name = display_filename(att.filename)
         archive_hint = looks_like_zip(att)
         cap = caps.archive if archive_hint else caps.image
         if att.size > cap:  # Discord's own figure: refuse without downloading anything
             return too_large(name, att.size, cap, archive=archive_hint)
+        if archive_hint:
+            return await self._archive(att, name, caps)
         try:
             data = await self._download(att.url, cap)
         except _TooLarge as exc:
-            return too_large(name, exc.declared, cap, archive=archive_hint)
+            return too_large(name, exc.declared, cap, archive=False)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.info("attachment download failed for %s: %r", name, exc)
-            return FileResult(name, "refused", reason=f"I couldn't download {name} from Discord.",
-                              hint="Discord may have removed it; upload it again.", code="download")
+            return _download_failed(name, exc)
         # decided by content: a .zip named .png is still an archive; a "cat.zip" that is not one is checked as
         # an image (and refused by ingest unless it really is one) under the image cap
         if not is_zip(data) and len(data) > caps.image:
             return too_large(name, len(data), caps.image, archive=False)
         return IncomingFile(name, data)
 
-    async def _download(self, url: str, cap: int) -> bytes:
+    async def _archive(self, att: AttachmentLike, name: str, caps: SizeCaps) -> IncomingFile | Archive | FileResult:
+        """Download what looks like a .zip into a spooled temporary file; content decides what it is."""
+        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115 — closed by the caller
+        try:
+            await self._download(att.url, caps.archive, spool)
+            spool.seek(0)
+            if spool.read(4) in ZIP_SIGNATURES:
+                spool.seek(0)
+                return Archive(name, spool)
+            size = spool.seek(0, io.SEEK_END)
+            if size > caps.image:  # named .zip but not one: judged as an image, under the image cap
+                spool.close()
+                return too_large(name, size, caps.image, archive=False)
+            spool.seek(0)
+            data = spool.read()
+            spool.close()
+            return IncomingFile(name, data)
+        except _TooLarge as exc:
+            spool.close()
+            return too_large(name, exc.declared, caps.archive, archive=True)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            spool.close()
+            return _download_failed(name, exc)
+        except BaseException:
+            spool.close()
+            raise
+
+    async def _download(self, url: str, cap: int, spool: IO[bytes] | None = None) -> bytes | None:
+        """The body (at most ``cap`` bytes), or None after writing it to ``spool`` when one is given."""
         assert self._session is not None
         async with self._session.get(url) as resp:
             if resp.status != 200:
@@ -165,9 +221,13 @@ class AttachmentDownloader:
             declared = resp.content_length
             if declared is not None and declared > cap:
                 raise _TooLarge(declared)
-            buf = bytearray()
+            buf, size = bytearray(), 0
             async for chunk in resp.content.iter_chunked(_CHUNK):
-                buf += chunk
-                if len(buf) > cap:
+                size += len(chunk)
+                if size > cap:
                     raise _TooLarge(None)
-            return bytes(buf)
+                if spool is not None:
+                    await asyncio.to_thread(spool.write, chunk)
+                else:
+                    buf += chunk
+            return None if spool is not None else bytes(buf)

@@ -10,6 +10,7 @@ import discord
 
 from bot import render
 from storage.dataset_views import AddReport, DatasetInfo, FileResult
+from storage.disk_quota import StorageUse
 from storage.lint import Finding
 from storage.quotas import QuotaInfo
 from storage.settings import Settings
@@ -115,8 +116,8 @@ def timestamp(dt: datetime, style: str = "R") -> str:
     return discord.utils.format_dt(dt, style)  # type: ignore[arg-type]
 
 
-def quota_text(info: QuotaInfo) -> str:
-    """The caller's slots: used and left, and when the next one frees."""
+def quota_text(info: QuotaInfo, storage: StorageUse | None = None) -> str:
+    """The caller's slots: used and left, and when the next one frees; then their dataset storage."""
     period = render.plural(info.period_days, "day")
     if info.unlimited:
         text = f"♾️ You have unlimited training slots (Atelier admin); {info.used} used in the last {period}."
@@ -127,4 +128,6 @@ def quota_text(info: QuotaInfo) -> str:
                 f"**{info.remaining} left**.")
     if info.resets_at is not None and info.used:
         text += f"\nThe next slot frees {timestamp(info.resets_at)} ({timestamp(info.resets_at, 'f')})."
+    if storage is not None:
+        text += f"\n🗄️ Dataset storage: **{storage.text()}** used."
     return text

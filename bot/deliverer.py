@@ -187,7 +187,8 @@ class DiscordDeliverer:
     async def _progress_message(self, job: JobInfo) -> dict[str, Any]:
         sample = (job.progress.get("samples") or [None])[0]
         shown = self._shown_sample.get(job.id)
-        payload = {**job.payload, "job_id": job.id, "attempt": job.attempt, "max_attempts": job.max_attempts}
+        payload = {**job.payload, "job_id": job.id, "attempt": job.attempt, "max_attempts": job.max_attempts,
+                   "slot_refunded": job.result.get("slot_refunded", True)}
         note = None
         if job.status == "failed":
             note = str(job.error or "")
@@ -236,7 +237,9 @@ class DiscordDeliverer:
             await self._personal(n, uid, f"Training “{name}” failed.", lambda: dict(
                 embed=er.failed_embed(n.payload), view=er.retry_view(int(n.job_id or 0), uid)))
         elif rec.progress is None:  # nobody saw it start (DMs closed, or cancelled while queued before the DM)
-            await self._personal(n, uid, f"⏹️ Training “{name}” was cancelled; your slot was refunded.", dict)
+            slot = ("your slot was refunded" if n.payload.get("slot_refunded", True)
+                    else "it had started, so it used a training slot")
+            await self._personal(n, uid, f"⏹️ Training “{name}” was cancelled; {slot}.", dict)
 
     # -- generation ------------------------------------------------------------------------------------------
 

@@ -74,7 +74,9 @@ def progress_embed(payload: dict[str, Any], *, status: str, progress: dict[str, 
     elif status == "succeeded":
         head, color = f"✅ Finished\n{progress_bar(1.0)}", render.OK
     elif status == "cancelled":
-        head, color = "⏹️ Cancelled — your training slot was refunded.", render.WARN
+        head = ("⏹️ Cancelled — your training slot was refunded." if payload.get("slot_refunded", True) else
+                "⏹️ Cancelled — the run had started, so it used a training slot.")
+        color = render.WARN
     else:
         head, color = "❌ Failed", render.ERROR
     if note:

@@ -53,8 +53,8 @@ async def serve(settings: Any) -> None:
     con = err_console()
     services = await build_services(settings)
     try:
-        async with redis_for(settings.redis_url, settings.data_dir) as url:
-            if not settings.redis_url:
+        async with redis_for(settings.resolved_redis_url, settings.data_dir) as url:
+            if not settings.resolved_redis_url:
                 con.print(f"[dim]no ATELIER_REDIS_URL: using the embedded Redis at {url}[/]")
             await attach_jobs(services, url)
             await run_bot(settings, services, notification_fallback=ConsoleDeliverer(con))

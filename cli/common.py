@@ -75,7 +75,10 @@ def print_json(data: Any) -> None:
 
 
 def fail(message: str, *, as_json: bool, code: str = "error", hint: str = "") -> typer.Exit:
-    """Report a user error in one line (or as JSON) and return the exit to raise."""
+    """Report a user error in one line (or as JSON) and return the exit to raise (URL passwords masked)."""
+    from storage.redact import mask_urls
+
+    message, hint = mask_urls(message), mask_urls(hint)
     if as_json:
         print_json({"ok": False, "error": {"code": code, "message": message, "hint": hint}})
     else:
@@ -111,7 +114,7 @@ def run(ctx: typer.Context, as_json: bool, fn: Callable[[Services, Actor], Await
             if jobs == "local":
                 await attach_jobs(services, None)
                 return await fn(services, actor)
-            async with redis_for(settings.redis_url, settings.data_dir) as url:
+            async with redis_for(settings.resolved_redis_url, settings.data_dir) as url:
                 await attach_jobs(services, url)
                 return await fn(services, actor)
         finally:

@@ -40,18 +40,25 @@ def _quote(s: str) -> str:
 
 @app.command("list")
 def list_(ctx: typer.Context, json: JsonOpt = False) -> None:
-    """Your datasets."""
+    """Your datasets, and the storage they use against your quota."""
     as_json = wants_json(ctx, json)
-    infos = run(ctx, as_json, lambda s, a: s.datasets.list(a))
+
+    async def go(s, a):
+        return await s.datasets.list(a), await s.datasets.storage_use(a)
+
+    infos, storage = run(ctx, as_json, go)
     if as_json:
-        return print_json({"ok": True, "datasets": infos})
+        return print_json({"ok": True, "datasets": infos,
+                           "storage": {"used_bytes": storage.used, "limit_bytes": storage.limit}})
     if not infos:
         out().print("No datasets yet. Create one with: atelier dataset create NAME")
-        return
-    table = Table("Name", "Images", "Updated", "Description")
-    for i in infos:
-        table.add_row(escape(i.name), str(i.image_count), f"{i.updated_at:%Y-%m-%d %H:%M}", escape(i.description[:60]))
-    out().print(table)
+    else:
+        table = Table("Name", "Images", "Updated", "Description")
+        for i in infos:
+            table.add_row(escape(i.name), str(i.image_count), f"{i.updated_at:%Y-%m-%d %H:%M}",
+                          escape(i.description[:60]))
+        out().print(table)
+    out().print(f"Storage: {storage.text()} used.")
 
 
 @app.command()
@@ -250,19 +257,24 @@ def delete(ctx: typer.Context, name: NameArg,
 def export(ctx: typer.Context, name: NameArg,
            output: Annotated[Path | None, typer.Option(*OUT_FLAGS, help="Where to write the .zip.")] = None,
            json: JsonOpt = False) -> None:
-    """Export as a .zip of PNGs with .txt captions (what `dataset import` reads)."""
+    """Export as a .zip of the images with .txt captions (what `dataset import` reads)."""
     as_json = wants_json(ctx, json)
 
     async def go(s, a):
-        info = await s.datasets.get(a, name)
-        return info, await s.datasets.export_zip(a, name)
+        import asyncio
+        import shutil
 
-    info, data = run(ctx, as_json, go)
-    path = output or Path(f"{_slug(info.name)}.zip")
-    path.write_bytes(data)
+        info = await s.datasets.get(a, name)
+        path = output or Path(f"{_slug(info.name)}.zip")
+        async with s.datasets.export_zip(a, name) as built:  # streamed to a temp file, then copied
+            await asyncio.to_thread(shutil.copyfile, built, path)
+        return info, path
+
+    info, path = run(ctx, as_json, go)
+    size = path.stat().st_size
     if as_json:
-        return print_json({"ok": True, "path": str(path), "bytes": len(data), "images": info.image_count})
-    out().print(f"Wrote {path} ({info.image_count} images, {len(data) / 2**20:.1f} MB).")
+        return print_json({"ok": True, "path": str(path), "bytes": size, "images": info.image_count})
+    out().print(f"Wrote {path} ({info.image_count} images, {size / 2**20:.1f} MB).")
 
 
 @app.command()

@@ -81,7 +81,10 @@ def share(ctx: typer.Context, ref: RefArg,
     e = run(ctx, as_json, lambda s, a: s.elements.share(a, ref, visibility, guild))
     if as_json:
         return print_json({"ok": True, "element": e})
-    out().print(f"“{escape(e.name)}” is now {e.visibility}.")
+    from storage.export_privacy import SHARED_DOWNLOAD_NOTE
+
+    note = f" {SHARED_DOWNLOAD_NOTE}" if e.visibility != "private" else ""
+    out().print(f"“{escape(e.name)}” is now {e.visibility}.{escape(note)}")
 
 
 @app.command()

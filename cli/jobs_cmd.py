@@ -135,7 +135,7 @@ def show(ctx: typer.Context, job_id: JobArg,
 
 @app.command()
 def cancel(ctx: typer.Context, job_id: JobArg, json: JsonOpt = False) -> None:
-    """Cancel a queued or running job (a training slot is refunded)."""
+    """Cancel a queued or running job (a queued training's slot is refunded; a running one's is used)."""
     as_json = wants_json(ctx, json)
     info = run_jobs(ctx, as_json, lambda s, a: s.jobs.cancel(a, job_id), redis=False)
     if as_json:

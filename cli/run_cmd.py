@@ -59,8 +59,8 @@ async def run_all(settings: Any, options: Any, *, worker: bool = True) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with redis_for(settings.redis_url, settings.data_dir) as url:
-            if not settings.redis_url:
+        async with redis_for(settings.resolved_redis_url, settings.data_dir) as url:
+            if not settings.resolved_redis_url:
                 con.print(f"[dim]embedded Redis: {url} (data in {settings.data_dir / 'redis'})[/]")
             await attach_jobs(services, url)
             parts: list[asyncio.Task[Any]] = []

@@ -11,6 +11,7 @@ import typer
 from redis.exceptions import RedisError
 
 from cli.common import err_console, fail, out, print_json
+from storage.redact import mask_urls
 from worker.stack_versions import stack_report
 
 app = typer.Typer(add_completion=False)
@@ -24,6 +25,9 @@ WorkDirOpt = Annotated[Path | None, typer.Option(
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from storage.redact import install_log_masking
+
+    install_log_masking()  # URLs with credentials appear in connection errors; never log the password
     if not verbose:
         logging.getLogger("arq").setLevel(logging.WARNING)
 
@@ -76,7 +80,7 @@ def worker(
     try:
         asyncio.run(serve(settings, options))
     except (OSError, RedisError) as exc:
-        raise fail(f"cannot reach Redis: {exc}", as_json=False, code="redis",
+        raise fail(mask_urls(f"cannot reach Redis: {exc}"), as_json=False, code="redis",
                    hint="Check ATELIER_REDIS_URL (or leave it unset for the embedded Redis).") from None
 
 
@@ -87,8 +91,8 @@ async def serve(settings: Any, options: Any) -> None:
 
     services = await build_services(settings)
     try:
-        async with redis_for(settings.redis_url, settings.data_dir) as url:
-            if not settings.redis_url:
+        async with redis_for(settings.resolved_redis_url, settings.data_dir) as url:
+            if not settings.resolved_redis_url:
                 err_console().print(f"[dim]no ATELIER_REDIS_URL: using the embedded Redis at {url}[/]")
             await run_worker(services, url, options)
     finally:
@@ -106,7 +110,7 @@ async def check_worker(settings: Any, options: Any) -> dict[str, tuple[bool, str
         report["database"] = (rev is not None, f"{db!r} at revision {rev}" if rev else
                               f"{db!r} has no schema yet: run `atelier db upgrade` (or start `atelier run`)")
     except Exception as exc:  # noqa: BLE001 — reported, not raised
-        report["database"] = (False, f"cannot connect: {exc}")
+        report["database"] = (False, mask_urls(f"cannot connect: {exc}"))
     finally:
         await db.dispose()
     report["redis"] = await _check_redis(settings)
@@ -126,7 +130,7 @@ async def check_worker(settings: Any, options: Any) -> dict[str, tuple[bool, str
 
 
 async def _check_redis(settings: Any) -> tuple[bool, str]:
-    if not settings.redis_url:
+    if not settings.resolved_redis_url:
         from storage.embedded_redis import find_redis_server
 
         try:
@@ -136,12 +140,12 @@ async def _check_redis(settings: Any) -> tuple[bool, str]:
     from storage.queue import connect
 
     try:
-        redis = await connect(settings.redis_url, retries=0)
+        redis = await connect(settings.resolved_redis_url, retries=0)
         await redis.ping()
         await redis.aclose(close_connection_pool=True)
-        return True, settings.redis_url
+        return True, mask_urls(settings.resolved_redis_url)
     except Exception as exc:  # noqa: BLE001
-        return False, f"cannot reach {settings.redis_url}: {exc}"
+        return False, mask_urls(f"cannot reach {settings.resolved_redis_url}: {exc}")
 
 
 async def _check_blobs(settings: Any) -> tuple[bool, str]:
@@ -151,9 +155,9 @@ async def _check_blobs(settings: Any) -> tuple[bool, str]:
     try:
         h = await store.put_bytes(b"atelier worker check")
         ok = await store.get_bytes(h) == b"atelier worker check"
-        return ok, store.url
+        return ok, mask_urls(store.url)
     except Exception as exc:  # noqa: BLE001
-        return False, f"{store.url}: {exc}"
+        return False, mask_urls(f"{store.url}: {exc}")
 
 
 def _check_torch() -> tuple[bool, str]:

@@ -2,8 +2,9 @@
 
 Reading never extracts to disk and never trusts the archive: names that would escape a folder (zip slip) are
 refused per entry, sizes in the headers are ignored in favour of a running byte count while streaming each
-entry (so a zip bomb stops after at most ``max_entry_bytes``), the entry count is read from the end record before
-the central directory is parsed, and encrypted entries are refused. Which entries are images is decided later,
+entry (so a zip bomb stops after at most ``max_entry_bytes``), the entry count is checked from the end record and
+again by counting the central directory's records before zipfile parses them (an end record may lie), encrypted
+entries are refused, and an import reads one image entry at a time (:class:`ZipReader`). Which entries are images is decided later,
 by content, in :mod:`storage.ingest`; here every file that is not a caption or OS clutter is an image candidate.
 """
 
@@ -11,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import re
+import shutil
 import struct
+import threading
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,6 +36,7 @@ _CHUNK = 64 * 1024
 _RATIO_FLOOR = 1024 * 1024
 _JUNK_NAMES = {"thumbs.db", "desktop.ini", "__macosx"}
 _FIXED_TIME = (2000, 1, 1, 0, 0, 0)
+_JPEG_MAGIC = b"\xff\xd8\xff"
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 
 
@@ -39,6 +44,12 @@ class ArchiveRejected(InvalidInput):
     """The archive as a whole cannot be used (not a zip, too many files, too large)."""
 
     code = "archive_rejected"
+
+
+class EntryRefused(InvalidInput):
+    """One entry of an archive cannot be used; ``message`` says why (the rest of the archive still is)."""
+
+    code = "archive_entry"
 
 
 @dataclass(frozen=True)
@@ -54,8 +65,13 @@ class ZipContents:
     refused: list[tuple[str, str]] = field(default_factory=list)  # (name, reason a person understands)
 
 
-class _EntryRefused(Exception):
-    pass
+@dataclass(frozen=True)
+class ZipEntry:
+    """An image candidate of an open archive, not read yet (see :meth:`ZipReader.read`)."""
+
+    name: str  # cleaned for display
+    caption: str
+    info: zipfile.ZipInfo
 
 
 @dataclass(frozen=True)
@@ -74,6 +90,10 @@ class ZipLimits:
             max_entry_bytes=settings.max_upload_bytes,
             max_archive_bytes=settings.max_zip_bytes,
         )
+
+    def open(self, source: bytes | Path | IO[bytes]) -> ZipReader:
+        """An open :class:`ZipReader` (captions read, images listed); close it when done."""
+        return ZipReader(source, self)
 
     def read(self, source: bytes | Path) -> ZipContents:
         return read_zip(
@@ -96,89 +116,135 @@ def read_zip(
     max_ratio: float = 200.0,
     max_archive_bytes: int | None = None,
 ) -> ZipContents:
-    """Images and their captions from a zip; per-entry problems go to ``refused``, archive-level ones raise
+    """Images and their captions from a zip, all read into memory (small archives, tests; imports use
+    :class:`ZipReader` one entry at a time); per-entry problems go to ``refused``, archive-level ones raise
     :class:`ArchiveRejected`. Entries come back in natural name order (``2.png`` before ``10.png``)."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        with io.BytesIO(bytes(source)) as fp:
-            return _read(fp, max_entries, max_total_uncompressed, max_entry_bytes, max_ratio, max_archive_bytes)
-    with open(source, "rb") as fp:
-        return _read(fp, max_entries, max_total_uncompressed, max_entry_bytes, max_ratio, max_archive_bytes)
+    limits = ZipLimits(max_entries, max_total_uncompressed, max_entry_bytes, max_ratio, max_archive_bytes)
+    with ZipReader(source, limits) as reader:
+        out = ZipContents(refused=list(reader.refused))
+        for entry in reader.entries:
+            try:
+                out.entries.append(ZipImage(entry.name, reader.read(entry), entry.caption))
+            except EntryRefused as exc:
+                out.refused.append((entry.name, exc.message))
+        out.refused += reader.orphan_captions
+        return out
 
 
-def _read(fp: IO[bytes], max_entries: int, max_total: int, max_entry: int, max_ratio: float,
-          max_archive: int | None) -> ZipContents:
+class ZipReader:
+    """An archive opened for import: the central directory is checked and parsed, captions are read (64 KB each
+    at most), and each image is read on demand with :meth:`read` — so an import holds one entry at a time.
+
+    Reads may come from worker threads; they are serialised (one file position).
+    """
+
+    def __init__(self, source: bytes | Path | IO[bytes], limits: ZipLimits) -> None:
+        self.limits = limits
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self._fp: IO[bytes] = io.BytesIO(bytes(source))
+        elif hasattr(source, "read"):  # an open, seekable file (a spooled download); closed with the reader
+            self._fp = source  # type: ignore[assignment]
+        else:
+            self._fp = open(source, "rb")  # noqa: SIM115 — closed by close()
+        self._lock = threading.Lock()
+        self._total = 0
+        self.entries: list[ZipEntry] = []
+        self.refused: list[tuple[str, str]] = []
+        self.orphan_captions: list[tuple[str, str]] = []
+        try:
+            self._zf = _open(self._fp, limits)
+            self._list()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> ZipReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        zf = getattr(self, "_zf", None)
+        if zf is not None:
+            zf.close()
+        self._fp.close()
+
+    def _list(self) -> None:
+        lim = self.limits
+        files: list[zipfile.ZipInfo] = []
+        for info in self._zf.infolist():
+            if info.is_dir():
+                continue
+            problem = _unsafe_name(info.orig_filename)  # before the junk check: ".." looks like a dotfile
+            if problem:
+                self.refused.append((_shown(info.orig_filename), problem))
+            elif not _is_junk(info.filename):
+                files.append(info)
+        if len(files) > lim.max_entries:
+            raise _too_many(len(files), lim.max_entries)
+        files.sort(key=lambda i: _natural_key(i.filename))
+        captions: dict[str, tuple[str, str]] = {}  # key → (shown name, caption)
+        images: list[tuple[str, zipfile.ZipInfo]] = []
+        for info in files:
+            stem, ext = _split_ext(info.filename)
+            if ext in CAPTION_EXTS:
+                try:
+                    data = self._read(info, is_caption=True)
+                except EntryRefused as exc:
+                    self.refused.append((_shown(info.filename), exc.message))
+                    continue
+                captions[stem.casefold()] = (_shown(info.filename), clean_caption(_decode_caption(data)))
+            else:
+                images.append((stem.casefold(), info))
+        keys = {key for key, _ in images}
+        for key, info in images:
+            self.entries.append(ZipEntry(_shown(info.filename), captions.get(key, ("", ""))[1], info))
+        for key, (shown, _) in captions.items():
+            if key not in keys:
+                self.orphan_captions.append((shown, "caption file with no image of the same name next to it"))
+
+    def read(self, entry: ZipEntry) -> bytes:
+        """The entry's bytes, streamed with a running byte cap; :class:`EntryRefused` says why not."""
+        return self._read(entry.info, is_caption=False)
+
+    def _read(self, info: zipfile.ZipInfo, *, is_caption: bool) -> bytes:
+        lim = self.limits
+        with self._lock:
+            if self._total >= lim.max_total_uncompressed:
+                raise EntryRefused(_over_total(lim.max_total_uncompressed))
+            data = _read_entry(self._zf, info, is_caption, lim.max_entry_bytes, lim.max_ratio,
+                               lim.max_total_uncompressed - self._total, lim.max_total_uncompressed)
+            self._total += len(data)
+            return data
+
+
+def _open(fp: IO[bytes], limits: ZipLimits) -> zipfile.ZipFile:
     size = fp.seek(0, io.SEEK_END)
+    max_archive = limits.max_archive_bytes
     if max_archive is not None and size > max_archive:
         raise ArchiveRejected(
             f"The archive is too large ({size / 2**20:.0f} MB; the limit is {max_archive / 2**20:.0f} MB).",
             "Split it into smaller zips.",
         )
-    declared = _declared_entry_count(fp, size)
-    if declared is None:
+    directory = _central_directory(fp, size)
+    if directory is None:
         raise ArchiveRejected("This file is not a .zip archive (or it is damaged).",
                               "Create the zip again (e.g. right-click the folder → Compress) and upload it.")
-    budget = max_entries * 2 + 64  # room for folders and __MACOSX twins before we even parse names
+    declared, start, length = directory
+    budget = limits.max_entries * 2 + 64  # room for folders and __MACOSX twins before we even parse names
     if declared > budget:
-        raise _too_many(declared, max_entries)
+        raise _too_many(declared, limits.max_entries)
+    # The end record may lie about the count: count the records zipfile is about to parse, stopping early.
+    counted = _count_directory_records(fp, start, length, budget)
+    if counted > budget:
+        raise _too_many(counted, limits.max_entries)
     try:
         fp.seek(0)
-        zf = zipfile.ZipFile(fp)
+        return zipfile.ZipFile(fp)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError):
         raise ArchiveRejected("The .zip archive is damaged and can't be opened.",
                               "Create the zip again and upload it.") from None
-    with zf:
-        return _collect(zf, max_entries, max_total, max_entry, max_ratio)
-
-
-def _collect(zf: zipfile.ZipFile, max_entries: int, max_total: int, max_entry: int,
-             max_ratio: float) -> ZipContents:
-    out = ZipContents()
-    files: list[zipfile.ZipInfo] = []
-    for info in zf.infolist():
-        if info.is_dir():
-            continue
-        problem = _unsafe_name(info.orig_filename)  # before the junk check: ".." looks like a dotfile
-        if problem:
-            out.refused.append((_shown(info.orig_filename), problem))
-        elif not _is_junk(info.filename):
-            files.append(info)
-    if len(files) > max_entries:
-        raise _too_many(len(files), max_entries)
-    files.sort(key=lambda i: _natural_key(i.filename))
-
-    captions: dict[str, tuple[str, str]] = {}  # key → (shown name, caption)
-    images: list[tuple[str, str, bytes]] = []  # (key, shown name, data)
-    seen_keys: set[str] = set()
-    total = 0
-    for info in files:
-        shown = _shown(info.filename)
-        stem, ext = _split_ext(info.filename)
-        key = stem.casefold()
-        is_caption = ext in CAPTION_EXTS
-        if not is_caption:
-            seen_keys.add(key)
-        try:
-            if total >= max_total:
-                raise _EntryRefused(_over_total(max_total))
-            data = _read_entry(zf, info, is_caption, max_entry, max_ratio, max_total - total, max_total)
-        except _EntryRefused as exc:
-            out.refused.append((shown, str(exc)))
-            continue
-        total += len(data)
-        if is_caption:
-            captions[key] = (shown, clean_caption(_decode_caption(data)))
-        else:
-            images.append((key, shown, data))
-
-    used: set[str] = set()
-    for key, shown, data in images:
-        caption = captions.get(key, ("", ""))[1]
-        used.add(key)
-        out.entries.append(ZipImage(name=shown, data=data, caption=caption))
-    for key, (shown, _) in captions.items():
-        if key not in used and key not in seen_keys:
-            out.refused.append((shown, "caption file with no image of the same name next to it"))
-    return out
 
 
 def _decode_caption(data: bytes) -> str:
@@ -196,9 +262,9 @@ def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, is_caption: bool, ma
                 max_ratio: float, total_left: int, max_total: int) -> bytes:
     """Stream one entry with a running byte cap; header sizes are never trusted."""
     if (info.external_attr >> 16) & 0o170000 == 0o120000:
-        raise _EntryRefused("a symbolic link, not a file; zip the files themselves")
+        raise EntryRefused("a symbolic link, not a file; zip the files themselves")
     if info.flag_bits & 0x1:
-        raise _EntryRefused("encrypted (password-protected) entries can't be read; zip it without a password")
+        raise EntryRefused("encrypted (password-protected) entries can't be read; zip it without a password")
     limit = MAX_CAPTION_BYTES if is_caption else max_entry
     ratio_cap = max(info.compress_size * max_ratio, _RATIO_FLOOR)
     buf = bytearray()
@@ -207,27 +273,29 @@ def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, is_caption: bool, ma
             while chunk := f.read(_CHUNK):
                 buf += chunk
                 if len(buf) > ratio_cap:
-                    raise _EntryRefused("compresses suspiciously well (looks like a zip bomb); "
-                                        "zip normal PNG/JPEG/WEBP files instead")
+                    raise EntryRefused("compresses suspiciously well (looks like a zip bomb); "
+                                       "zip normal PNG/JPEG/WEBP files instead")
                 if len(buf) > limit:
                     if is_caption:
-                        raise _EntryRefused(f"caption file larger than {MAX_CAPTION_BYTES // 1024} KB")
-                    raise _EntryRefused(f"file larger than {limit / 2**20:.0f} MB when unpacked; "
-                                        "resize it before zipping")
+                        raise EntryRefused(f"caption file larger than {MAX_CAPTION_BYTES // 1024} KB")
+                    raise EntryRefused(f"file larger than {limit / 2**20:.0f} MB when unpacked; "
+                                       "resize it before zipping")
                 if len(buf) > total_left:
-                    raise _EntryRefused(_over_total(max_total))
-    except _EntryRefused:
+                    raise EntryRefused(_over_total(max_total))
+    except EntryRefused:
         raise
     except NotImplementedError:
-        raise _EntryRefused("uses a compression method we can't read; re-create the zip with normal "
-                            "(deflate) compression") from None
+        raise EntryRefused("uses a compression method we can't read; re-create the zip with normal "
+                           "(deflate) compression") from None
     except Exception:  # BadZipFile (CRC, header mismatch), zlib/lzma/bz2 errors, EOF, RuntimeError…
-        raise _EntryRefused("damaged inside the archive; re-create the zip") from None
+        raise EntryRefused("damaged inside the archive; re-create the zip") from None
     return bytes(buf)
 
 
-def _declared_entry_count(fp: IO[bytes], size: int) -> int | None:
-    """Total entries from the end-of-central-directory record (zip64 aware); None if there is none."""
+def _central_directory(fp: IO[bytes], size: int) -> tuple[int, int, int] | None:
+    """(declared entry count, start, byte length) of the central directory from the end record (zip64 aware);
+    ``start`` is where zipfile will read it (the end record's position minus the directory's size, which
+    allows for data prepended to the archive). None if there is no end record."""
     tail_len = min(size, 22 + 65535)
     fp.seek(size - tail_len)
     tail = fp.read(tail_len)
@@ -235,16 +303,35 @@ def _declared_entry_count(fp: IO[bytes], size: int) -> int | None:
     if i < 0 or len(tail) - i < 22:
         return None
     (count,) = struct.unpack_from("<H", tail, i + 10)
+    (length,) = struct.unpack_from("<I", tail, i + 12)
+    end_at = size - tail_len + i
     if count != 0xFFFF or i < 20 or tail[i - 20 : i - 16] != b"PK\x06\x07":
-        return count
+        return count, max(0, end_at - length), length
     (z64_off,) = struct.unpack_from("<Q", tail, i - 20 + 8)
-    if z64_off + 40 > size:
+    if z64_off + 56 > size:
         return None
     fp.seek(z64_off)
-    rec = fp.read(40)
+    rec = fp.read(56)
     if rec[:4] != b"PK\x06\x06":
         return None
-    return struct.unpack_from("<Q", rec, 32)[0]
+    count, length = struct.unpack_from("<QQ", rec, 32)
+    return count, max(0, z64_off - length), length
+
+
+def _count_directory_records(fp: IO[bytes], start: int, length: int, stop_after: int) -> int:
+    """Central directory records in ``length`` bytes from ``start`` (as zipfile walks them), counting at most
+    ``stop_after + 1`` — so a directory of millions of tiny records is refused after reading a few hundred."""
+    fp.seek(start)
+    pos, count = 0, 0
+    while pos + 46 <= length and count <= stop_after:
+        head = fp.read(46)
+        if len(head) < 46 or head[:4] != b"PK\x01\x02":
+            break
+        n, m, k = struct.unpack_from("<HHH", head, 28)
+        fp.seek(n + m + k, io.SEEK_CUR)
+        pos += 46 + n + m + k
+        count += 1
+    return count
 
 
 def _too_many(n: int, limit: int) -> ArchiveRejected:
@@ -289,27 +376,69 @@ def _natural_key(name: str) -> list[object]:
     return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name.casefold()) if t]
 
 
-def build_zip(items: Iterable[tuple[str, bytes, str]]) -> bytes:
-    """Export archive: each ``(name, data, caption)`` becomes ``name`` plus ``<stem>.txt`` when captioned.
+# Local header (30) + central record (46) + zip64/extra slack per entry, plus the name, for export size estimates.
+ZIP_ENTRY_OVERHEAD = 30 + 46 + 40 + 2 * 16
 
-    Deterministic (fixed timestamps), so the same dataset exports to the same bytes. Names must be plain
+
+class ZipWriter:
+    """Export archive written straight to ``path``: each image plus ``<stem>.txt`` when captioned.
+
+    Deterministic (fixed timestamps, stored images, deflated captions), so the same dataset exports to the same
+    bytes. Images are copied from files in 1 MiB chunks; nothing is held whole in memory. Names must be plain
     relative paths (``0001.png``, ``set/0001.png``).
     """
+
+    def __init__(self, target: Path | IO[bytes]) -> None:
+        self._zf = zipfile.ZipFile(target, "w", allowZip64=True)
+        self._seen: set[str] = set()
+
+    def __enter__(self) -> ZipWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._zf.close()
+
+    def _claim(self, name: str, caption: str) -> str:
+        problem = _unsafe_name(name) if name else "empty name"
+        if problem or _is_junk(name) or name.endswith("/"):
+            raise ValueError(f"unsafe export name {name!r}: {problem or 'hidden or folder name'}")
+        stem, _ = _split_ext(name)
+        caption_name = stem + ".txt"
+        for n in (name, caption_name) if caption else (name,):
+            if n in self._seen:
+                raise ValueError(f"duplicate export name {n!r}")
+            self._seen.add(n)
+        return caption_name
+
+    def _caption(self, caption_name: str, caption: str) -> None:
+        if caption:
+            self._zf.writestr(zipfile.ZipInfo(caption_name, _FIXED_TIME), caption.encode("utf-8"),
+                              compress_type=zipfile.ZIP_DEFLATED)
+
+    def add_bytes(self, name: str, data: bytes, caption: str = "") -> None:
+        caption_name = self._claim(name, caption)
+        self._zf.writestr(zipfile.ZipInfo(name, _FIXED_TIME), data, compress_type=zipfile.ZIP_STORED)
+        self._caption(caption_name, caption)
+
+    def add_file(self, stem: str, path: Path, caption: str = "") -> str:
+        """Add the stored image at ``path`` as ``<stem>.jpg`` or ``<stem>.png`` (by content); returns the name."""
+        with open(path, "rb") as src:
+            name = f"{stem}.{'jpg' if src.read(3) == _JPEG_MAGIC else 'png'}"
+            caption_name = self._claim(name, caption)
+            src.seek(0)
+            info = zipfile.ZipInfo(name, _FIXED_TIME)
+            info.compress_type = zipfile.ZIP_STORED
+            info.file_size = os.fstat(src.fileno()).st_size
+            with self._zf.open(info, "w", force_zip64=info.file_size > 2**31) as dst:
+                shutil.copyfileobj(src, dst, 1024 * 1024)
+        self._caption(caption_name, caption)
+        return name
+
+
+def build_zip(items: Iterable[tuple[str, bytes, str]]) -> bytes:
+    """An export archive in memory (small archives and tests; exports use :class:`ZipWriter` on a file)."""
     buf = io.BytesIO()
-    seen: set[str] = set()
-    with zipfile.ZipFile(buf, "w") as zf:
+    with ZipWriter(buf) as writer:
         for name, data, caption in items:
-            problem = _unsafe_name(name) if name else "empty name"
-            if problem or _is_junk(name) or name.endswith("/"):
-                raise ValueError(f"unsafe export name {name!r}: {problem or 'hidden or folder name'}")
-            stem, _ = _split_ext(name)
-            caption_name = stem + ".txt"
-            for n in (name, caption_name) if caption else (name,):
-                if n in seen:
-                    raise ValueError(f"duplicate export name {n!r}")
-                seen.add(n)
-            zf.writestr(zipfile.ZipInfo(name, _FIXED_TIME), data, compress_type=zipfile.ZIP_STORED)
-            if caption:
-                zf.writestr(zipfile.ZipInfo(caption_name, _FIXED_TIME), caption.encode("utf-8"),
-                            compress_type=zipfile.ZIP_DEFLATED)
+            writer.add_bytes(name, data, caption)
     return buf.getvalue()

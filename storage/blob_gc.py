@@ -13,16 +13,20 @@ that their files exist after committing (see ``DatasetService.add_images``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import String, cast, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.blobs import BlobStore
 from storage.db import Database, dialect_insert
-from storage.models import BlobTombstone, DatasetImage, Element, Generation, utcnow
+from storage.models import BlobTombstone, DatasetImage, Element, Generation, Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 _CHUNK = 100
@@ -68,11 +72,20 @@ async def referenced(session: AsyncSession, hashes: Iterable[str]) -> set[str]:
             found.update((await session.execute(select(col).where(col.in_(chunk)))).scalars())
         # JSON columns: a text match narrows the rows, then the decoded values decide.
         wanted = set(chunk)
-        for col in (Element.artifacts, Element.manifest, Generation.images):
+        for col in (Element.artifacts, Element.manifest, Generation.images, Job.payload):
             cond = or_(*(cast(col, String).contains(h) for h in chunk))
-            for value in (await session.execute(select(col).where(cond))).scalars():
+            stmt = select(col).where(cond)
+            if col is Job.payload:  # a queued or running job still needs its images and weights
+                stmt = stmt.where(Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+            for value in (await session.execute(stmt)).scalars():
                 found.update(h for h in hashes_in(value) if h in wanted)
     return found
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    blobs_deleted: int
+    temp_files_deleted: int
 
 
 class BlobCollector:
@@ -111,3 +124,35 @@ class BlobCollector:
                 done = [h for h in candidates if h not in failed]
                 if done:
                     await session.execute(delete(BlobTombstone).where(BlobTombstone.blob_hash.in_(done)))
+
+    async def sweep(self, *, grace_seconds: float, temp_dirs: Iterable[Path] = ()) -> SweepReport:
+        """The periodic full sweep (worker cron): delete every stored blob older than ``grace_seconds`` that no
+        row refers to — rows of datasets, Elements, generations and the payloads of queued or running jobs —
+        plus temp files older than that in the blob store and in ``temp_dirs``.
+
+        Catches what tombstones cannot: a blob kept because a queued job still needed it when its row was
+        deleted, files left by a crash between a write and its commit.
+        """
+        from storage.blobs import sweep_files
+
+        cutoff = time.time() - grace_seconds
+        old = await asyncio.to_thread(lambda: list(self.blobs.iter_hashes_older_than_sync(cutoff)))
+        deleted = 0
+        for i in range(0, len(old), _CHUNK):
+            chunk = old[i:i + _CHUNK]
+            async with self.db.transaction() as session:
+                await self.db.hold_blob_references(session, exclusive=True)
+                keep = await referenced(session, chunk)
+                for h in chunk:
+                    if h not in keep:
+                        try:
+                            await self.blobs.delete(h)
+                            deleted += 1
+                        except OSError:
+                            log.warning("could not delete blob %s; the next sweep retries", h, exc_info=True)
+        temps = await asyncio.to_thread(self.blobs.sweep_temp_files, grace_seconds)
+        for d in temp_dirs:
+            temps += await asyncio.to_thread(lambda d=d: sweep_files(Path(d).glob("*"), grace_seconds))
+        if deleted or temps:
+            log.info("storage sweep: %d unreferenced blobs and %d stale temp files deleted", deleted, temps)
+        return SweepReport(deleted, temps)

@@ -97,7 +97,9 @@ class BlobStore:
         return cls(settings.resolved_blob_url, cache_dir=settings.data_dir / "cache" / "blobs")
 
     def __repr__(self) -> str:
-        return f"BlobStore({self.url!r})"
+        from storage.redact import mask_urls
+
+        return f"BlobStore({mask_urls(self.url)!r})"
 
     # ---- paths -----------------------------------------------------------------------------------------------
 
@@ -199,15 +201,34 @@ class BlobStore:
             if _HASH_RE.fullmatch(name):
                 yield name
 
-    def sweep_temp_files(self) -> int:
-        """Remove temp files left by a crash mid-write (local stores). Returns how many were removed."""
+    def iter_hashes_older_than_sync(self, cutoff: float) -> Iterator[str]:
+        """Stored hashes whose file was last written before ``cutoff`` (a Unix time). A blob just written has no
+        row yet (files first, then rows): only old ones may be judged unreferenced. Remote files whose listing
+        gives no time are skipped."""
+        if self._root is not None:
+            for h in self.iter_hashes_sync():
+                try:
+                    if (self._root / _relpath(h)).stat().st_mtime < cutoff:
+                        yield h
+                except FileNotFoundError:
+                    continue
+            return
+        if not self._fs.exists(self._fs_root):
+            return
+        for p, info in self._fs.find(self._fs_root, detail=True).items():
+            name = p.rsplit("/", 1)[-1]
+            when = info.get("LastModified") or info.get("mtime") or info.get("created")
+            if hasattr(when, "timestamp"):
+                when = when.timestamp()
+            if _HASH_RE.fullmatch(name) and isinstance(when, int | float) and when < cutoff:
+                yield name
+
+    def sweep_temp_files(self, older_than: float = 0.0) -> int:
+        """Remove temp files left by a crash mid-write (local stores) that were last touched more than
+        ``older_than`` seconds ago (a write in progress is younger). Returns how many were removed."""
         if self._root is None or not self._root.is_dir():
             return 0
-        n = 0
-        for p in self._root.glob(f"??/??/{_TMP_PREFIX}*"):
-            p.unlink(missing_ok=True)
-            n += 1
-        return n
+        return sweep_files(self._root.glob(f"??/??/{_TMP_PREFIX}*"), older_than)
 
     # ---- async API ---------------------------------------------------------------------------------------------
 
@@ -245,6 +266,21 @@ class BlobStore:
 
     async def list_hashes(self) -> list[str]:
         return await asyncio.to_thread(lambda: list(self.iter_hashes_sync()))
+
+
+def sweep_files(paths: Iterator[Path], older_than: float) -> int:
+    """Delete the files among ``paths`` last modified more than ``older_than`` seconds ago; how many went."""
+    import time
+
+    cutoff, n = time.time() - older_than, 0
+    for p in paths:
+        try:
+            if p.is_file() and p.stat().st_mtime < cutoff:
+                p.unlink()
+                n += 1
+        except FileNotFoundError:
+            continue
+    return n
 
 
 def _missing(h: str) -> BlobNotFound:

@@ -11,6 +11,7 @@ import math
 import unicodedata
 from collections.abc import Sequence
 from functools import cache, lru_cache
+from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -103,9 +104,9 @@ def _ellipsize(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, wi
     return text[:lo].rstrip() + "…"
 
 
-def _thumbnail(data: bytes, thumb: int) -> Image.Image | None:
+def _thumbnail(data: bytes | Path, thumb: int) -> Image.Image | None:
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
             im.draft("RGB", (thumb, thumb))  # JPEG: decode at reduced scale
             im.thumbnail((thumb, thumb), Image.Resampling.LANCZOS, reducing_gap=2.0)
             return im.convert("RGB")
@@ -114,9 +115,12 @@ def _thumbnail(data: bytes, thumb: int) -> Image.Image | None:
 
 
 def render_contact_sheet(
-    items: Sequence[tuple[int, bytes, str]], *, title: str, thumb: int = 160, columns: int | None = None
+    items: Sequence[tuple[int, bytes | Path, str]], *, title: str, thumb: int = 160, columns: int | None = None
 ) -> bytes:
-    """PNG of ``(index, image bytes, caption)`` items as a grid: image, ``#index`` badge, caption snippet.
+    """PNG of ``(index, image bytes or file, caption)`` items as a grid: image, ``#index`` badge, caption snippet.
+
+    Files are opened one at a time (each decoded at reduced scale where the format allows), so memory holds the
+    sheet and one image, whatever the dataset's size.
 
     Unreadable images get a placeholder cell instead of failing the whole sheet.
     """

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from storage.actors import Actor
 from storage.blob_gc import tombstone
-from storage.dataset_views import AddReport, FileResult, IncomingFile, ProgressFn
+from storage.dataset_views import AddReport, FileResult, IncomingFile, LazyFile, ProgressFn
+from storage.disk_quota import StorageUse, full_reason, member_bytes
 from storage.errors import InvalidInput
 from storage.ingest import ImageRejected, IngestLimits, NormalizedImage, find_near_duplicate, normalize_many
 from storage.models import DatasetImage, ImageSource, utcnow
 from storage.names import clean_caption, display_filename
+from storage.quotas import QuotaService
 
 if TYPE_CHECKING:
     from storage.datasets import DatasetService
@@ -50,6 +52,10 @@ class _Known:
         return None
 
 
+def _source(f: IncomingFile | LazyFile) -> bytes | Callable[[], bytes]:
+    return f.read if isinstance(f, LazyFile) else f.data
+
+
 def _label(position: int, name: str) -> str:
     return f"#{position} ({name})" if name else f"#{position}"
 
@@ -76,14 +82,21 @@ def _refused(filename: str, template: FileResult) -> FileResult:
     return FileResult(filename, "refused", reason=template.reason, hint=template.hint, code=template.code)
 
 
+def _no_room(filename: str, use: StorageUse) -> FileResult:
+    reason, hint = full_reason(use)
+    return FileResult(filename, "refused", reason=reason, hint=hint, code="storage_full")
+
+
 def _full(filename: str, capacity: int) -> FileResult:
     return FileResult(filename, "refused",
                       reason=f"The dataset is full ({capacity} images, the most any base model trains on).",
                       hint="Remove some images, or start another dataset.", code="full")
 
 
-async def add_images(svc: DatasetService, actor: Actor, name: str, files: Sequence[IncomingFile], *,
+async def add_images(svc: DatasetService, actor: Actor, name: str, files: Sequence[IncomingFile | LazyFile], *,
                      source: str = "upload", on_progress: ProgressFn | None = None) -> AddReport:
+    """See :meth:`DatasetService.add_images`; a :class:`LazyFile` is read only when its turn comes, and not at
+    all once the dataset (or the member's storage) is full."""
     try:
         src = ImageSource(source).value
     except ValueError:
@@ -102,17 +115,26 @@ async def add_images(svc: DatasetService, actor: Actor, name: str, files: Sequen
         for img in await svc.images_of(session, ds.id):
             known.add(_label(img.position, img.original_name), img.blob_hash, img.phash)
         room = capacity - len(known.phashes)
+        quota = None if actor.is_admin else svc.settings.member_storage_bytes
+        stored = await member_bytes(session, actor.user_id)
 
     # 2. Decode in small chunks off the event loop; keep only tentatively accepted images in memory.
+    # A step never decodes more files than still fit, so a zip is read no further than the dataset's room.
     accepted: list[tuple[int, NormalizedImage]] = []
-    done = 0
-    for start in range(0, total, DECODE_CHUNK):
-        chunk = list(range(start, min(total, start + DECODE_CHUNK)))
+    done = start = 0
+    while start < total:
+        left = room - len(accepted)
+        step = min(DECODE_CHUNK, left) if left > 0 else DECODE_CHUNK
+        chunk = list(range(start, min(total, start + step)))
+        start += len(chunk)
         if len(accepted) >= room:  # no room left: refuse the rest without decoding them
             for i in chunk:
                 results[i] = _full(names[i], capacity)
+        elif quota is not None and stored >= quota:
+            for i in chunk:
+                results[i] = _no_room(names[i], StorageUse(stored, quota))
         else:
-            decoded = await normalize_many([files[i].data for i in chunk], limits)
+            decoded = await normalize_many([_source(files[i]) for i in chunk], limits)
             for i, res in zip(chunk, decoded, strict=True):
                 if isinstance(res, ImageRejected):
                     results[i] = FileResult(names[i], "refused", reason=res.message, hint=res.hint, code=res.reason)
@@ -120,7 +142,10 @@ async def add_images(svc: DatasetService, actor: Actor, name: str, files: Sequen
                     results[i] = _refused(names[i], dup)
                 elif len(accepted) >= room:
                     results[i] = _full(names[i], capacity)
+                elif quota is not None and stored + res.byte_size > quota:
+                    results[i] = _no_room(names[i], StorageUse(stored, quota))
                 else:
+                    stored += res.byte_size
                     accepted.append((i, res))
                     known.add(f"@@{i}@@", res.sha256, res.phash)
         done += len(chunk)
@@ -136,6 +161,8 @@ async def add_images(svc: DatasetService, actor: Actor, name: str, files: Sequen
         async with svc.db.transaction() as session:
             await svc.db.hold_blob_references(session)
             ds = await svc.load_owned(session, actor, name, for_update=True)
+            await QuotaService.lock_member(session, actor)  # adds to two datasets of one member: one at a time
+            stored = await member_bytes(session, actor.user_id)
             current = await svc.images_of(session, ds.id)
             known = _Known()
             for img in current:
@@ -148,6 +175,10 @@ async def add_images(svc: DatasetService, actor: Actor, name: str, files: Sequen
                 if len(known.phashes) >= capacity:
                     results[i] = _full(names[i], capacity)
                     continue
+                if quota is not None and stored + img.byte_size > quota:
+                    results[i] = _no_room(names[i], StorageUse(stored, quota))
+                    continue
+                stored += img.byte_size
                 position += 1
                 caption = clean_caption(files[i].caption) if files[i].caption else ""
                 session.add(DatasetImage(

@@ -23,6 +23,16 @@ class IncomingFile:
 
 
 @dataclass(frozen=True)
+class LazyFile:
+    """A file read only when its turn to be decoded comes (a zip entry): ``read`` returns its bytes or raises
+    :class:`storage.errors.InvalidInput` saying why it cannot be read."""
+
+    filename: str
+    read: Callable[[], bytes]
+    caption: str | None = None
+
+
+@dataclass(frozen=True)
 class ImageInfo:
     index: int  # 1-based position shown to people ("#3"); compacted when images are removed
     blob_hash: str

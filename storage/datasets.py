@@ -8,9 +8,14 @@ Deleting: rows and blob tombstones first, files afterwards (only blobs nothing e
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import os
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
+from typing import IO, Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -26,12 +31,15 @@ from storage.dataset_views import (
     FileResult,
     ImageInfo,
     IncomingFile,
+    LazyFile,
     ProgressFn,
     dataset_info,
     image_info,
 )
 from storage.db import Database, dialect_insert
+from storage.disk_quota import StorageUse, human_bytes, member_bytes
 from storage.errors import Conflict, InvalidInput, NotFound
+from storage.heavy import heavy_slot
 from storage.lint import Finding
 from storage.models import Dataset, DatasetImage, UploadSession, utcnow
 from storage.names import clean_caption, clean_text, normalize_name, text_key
@@ -182,38 +190,71 @@ class DatasetService:
     async def add_images(self, actor: Actor, name: str, files: Sequence[IncomingFile], *, source: str = "upload",
                          on_progress: ProgressFn | None = None) -> AddReport:
         """Add a batch of images; each file gets a result (added with its index, or refused with a reason)."""
-        return await _add_images(self, actor, name, files, source=source, on_progress=on_progress)
+        async with self._heavy():
+            return await _add_images(self, actor, name, files, source=source, on_progress=on_progress)
 
-    async def import_zip(self, actor: Actor, name: str, data: bytes | Path,
+    async def import_zip(self, actor: Actor, name: str, data: bytes | Path | IO[bytes],
                          on_progress: ProgressFn | None = None) -> AddReport:
-        """Add the images of a .zip; ``<name>.txt`` next to an image is its caption (kohya style)."""
+        """Add the images of a .zip (bytes, a path, or an open seekable file, which is closed afterwards);
+        ``<name>.txt`` next to an image is its caption (kohya style).
+
+        Entries are read one at a time as they are decoded, and not at all once the dataset is full.
+        """
         from storage.archive import ZipLimits
 
         async with self.db.read() as session:  # fail fast (before reading the archive) on a wrong name
             await self.load_owned(session, actor, name)
-        contents = await ZipLimits.from_settings(self.settings).read_async(data)
-        files = [IncomingFile(e.name, e.data, e.caption or None) for e in contents.entries]
-        report = await self.add_images(actor, name, files, source="zip", on_progress=on_progress)
-        refused = [FileResult(n, "refused", reason=r, code="archive") for n, r in contents.refused]
+        async with self._heavy():
+            reader = await asyncio.to_thread(ZipLimits.from_settings(self.settings).open, data)
+            try:
+                files = [LazyFile(e.name, partial(reader.read, e), e.caption or None) for e in reader.entries]
+                report = await _add_images(self, actor, name, files, source="zip", on_progress=on_progress)
+            finally:
+                reader.close()
+        refused = [FileResult(n, "refused", reason=r, code="archive")
+                   for n, r in [*reader.refused, *reader.orphan_captions]]
         return AddReport(report.dataset, report.files + refused, report.image_count)
 
-    async def export_zip(self, actor: Actor, name: str) -> bytes:
-        """The dataset as a .zip: ``0001.png`` … plus ``0001.txt`` captions (the format import_zip reads)."""
-        from storage.archive import build_zip
+    @asynccontextmanager
+    async def export_zip(self, actor: Actor, name: str, *, max_bytes: int | None = None) -> AsyncIterator[Path]:
+        """The dataset as a .zip in a temporary file (deleted when the block ends): ``0001.jpg`` / ``0001.png`` …
+        plus ``0001.txt`` captions (the format import_zip reads).
+
+        Built one image at a time; when the archive would be larger than ``max_bytes`` (e.g. Discord's upload
+        limit) :class:`InvalidInput` says so before any image is fetched.
+        """
+        from storage.archive import ZIP_ENTRY_OVERHEAD, ZipWriter
 
         info = await self.get(actor, name)
-        datas = await self._fetch([i.blob_hash for i in info.images or []])
-        items = [(f"{i.index:04d}.png", d, i.caption) for i, d in zip(info.images or [], datas, strict=True)]
-        return await asyncio.to_thread(build_zip, items)
+        images = info.images or []
+        size = 22 + sum(i.byte_size + 2 * ZIP_ENTRY_OVERHEAD + 2 * 12 + len(i.caption.encode()) for i in images)
+        if max_bytes is not None and size > max_bytes:
+            raise InvalidInput(
+                f"The export of “{info.name}” would be {human_bytes(size)}, over the {human_bytes(max_bytes)} "
+                "upload limit here.",
+                f"Ask the bot's host to run `atelier dataset export \"{info.name}\"`, or split the dataset.")
+        self.settings.temp_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="export-", suffix=".zip", dir=self.settings.temp_dir)
+        os.close(fd)
+        path = Path(tmp)
+        try:
+            async with self._heavy():
+                with ZipWriter(path) as out:
+                    for image in images:
+                        local = await self.blobs.open_local(image.blob_hash)
+                        await asyncio.to_thread(out.add_file, f"{image.index:04d}", local, image.caption)
+            yield path
+        finally:  # one unlink, which must run even when the task is being cancelled (no await here)
+            path.unlink(missing_ok=True)  # noqa: ASYNC240
 
-    async def _fetch(self, hashes: Sequence[str], concurrency: int = 8) -> list[bytes]:
-        sem = asyncio.Semaphore(concurrency)
+    def _heavy(self) -> Any:
+        return heavy_slot(self.settings.max_concurrent_heavy_tasks)
 
-        async def one(h: str) -> bytes:
-            async with sem:
-                return await self.blobs.get_bytes(h)
-
-        return list(await asyncio.gather(*(one(h) for h in hashes)))
+    async def storage_use(self, actor: Actor) -> StorageUse:
+        """Bytes the actor's datasets hold, against their quota (``ATELIER_MEMBER_STORAGE_BYTES``)."""
+        async with self.db.read() as session:
+            used = await member_bytes(session, actor.user_id)
+        return StorageUse(used, None if actor.is_admin else self.settings.member_storage_bytes)
 
     async def remove_images(self, actor: Actor, name: str, indices: Sequence[int]) -> list[ImageInfo]:
         """Remove images by index; the rest are renumbered 1..n in order. All or nothing."""
@@ -280,15 +321,16 @@ class DatasetService:
                             near_duplicate_distance=self.settings.near_duplicate_distance)
 
     async def contact_sheet(self, actor: Actor, name: str) -> bytes:
-        """A PNG of numbered thumbnails of the whole dataset (rendered off the event loop)."""
+        """A PNG of numbered thumbnails of the whole dataset (rendered off the event loop, one image at a time)."""
         from storage.contact_sheet import render_contact_sheet
 
         info = await self.get(actor, name)
         images = info.images or []
-        datas = await self._fetch([i.blob_hash for i in images])
-        items = [(i.index, d, i.caption) for i, d in zip(images, datas, strict=True)]
         title = f"{info.name} — {info.image_count} image{'s' if info.image_count != 1 else ''}"
-        return await asyncio.to_thread(render_contact_sheet, items, title=title)
+        async with self._heavy():
+            paths = [await self.blobs.open_local(i.blob_hash) for i in images]
+            items = [(i.index, p, i.caption) for i, p in zip(images, paths, strict=True)]
+            return await asyncio.to_thread(render_contact_sheet, items, title=title)
 
     # ---- DM upload sessions ----------------------------------------------------------------------------------
 

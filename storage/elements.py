@@ -7,6 +7,7 @@ Others may use what they see, never change it (Forbidden); Atelier admins may un
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +22,7 @@ from storage.blobs import BlobStore
 from storage.db import Database
 from storage.element_views import ElementInfo, ExportBundle, Page, ResolvedElement, element_info
 from storage.errors import Conflict, FamilyMismatch, Forbidden, InvalidInput, NotFound
-from storage.models import Category, Dataset, Element, ElementStatus, User, Visibility
+from storage.models import Category, Dataset, Element, ElementStatus, Job, User, Visibility
 from storage.settings import Settings
 from trainer.prompting import MAX_LORAS, check_strengths
 
@@ -34,10 +35,11 @@ def _like_escape(text: str) -> str:
 
 
 class ElementService:
-    def __init__(self, db: Database, blobs: BlobStore, settings: Settings) -> None:
+    def __init__(self, db: Database, blobs: BlobStore, settings: Settings, *, guilds: Any | None = None) -> None:
         self.db = db
         self.blobs = blobs
         self.settings = settings
+        self.guilds = guilds  # server rules: an Element shared with a server must pass its banned words
         self.collector = BlobCollector(db, blobs)
 
     # ---- lineage --------------------------------------------------------------------------------------------
@@ -181,6 +183,13 @@ class ElementService:
             if vis == Visibility.SERVER and not gid:
                 raise InvalidInput("Sharing with a server needs a server.",
                                    "Run the command inside the server you want to share with.")
+            if vis == Visibility.SERVER and self.guilds is not None:
+                try:  # what the server's members will see: the target server's rules apply
+                    await self.guilds.check_text(str(gid), "\n".join(
+                        (element.name, element.trigger_word, element.description)))
+                except InvalidInput as exc:
+                    raise InvalidInput(exc.message.replace("on this server", "on that server"),
+                                       "Rename it or change its description to share it there.") from None
             element.visibility = vis.value
             element.guild_id = str(gid) if vis == Visibility.SERVER else None
             await session.flush()
@@ -201,13 +210,22 @@ class ElementService:
         return info
 
     async def export(self, actor: Actor, ref: str) -> ExportBundle:
-        """The kohya-format .safetensors (A1111/ComfyUI) and element.json of an Element the actor can see."""
+        """The kohya-format .safetensors (A1111/ComfyUI) and element.json of an Element the actor can see.
+
+        Only the owner's export carries caption text; anyone else's has it stripped (see
+        :mod:`storage.export_privacy`).
+        """
+        from storage.export_privacy import strip_json_captions, strip_safetensors_captions
+
         info = await self.get(actor, ref)
         if not info.ready or not info.kohya_blob or not info.metadata_blob:
             raise Conflict(f"“{info.name}” has no exported weights ({info.status}).",
                            "Export works once training has finished.")
         kohya = await self.blobs.get_bytes(info.kohya_blob)
         meta = await self.blobs.get_bytes(info.metadata_blob)
+        if not info.is_own:
+            kohya = await asyncio.to_thread(strip_safetensors_captions, kohya)
+            meta = strip_json_captions(meta)
         slug = re.sub(r"[^a-z0-9]+", "-", info.name.casefold()).strip("-") or f"element-{info.id}"
         return ExportBundle(f"{slug[:48]}_{info.base_model}.safetensors", kohya, meta)
 
@@ -254,6 +272,26 @@ class ElementService:
             return check_strengths([r.strength for r in resolved], [f"“{r.name}”" for r in resolved])
         except ValueError as exc:
             raise InvalidInput(str(exc)[0].upper() + str(exc)[1:] + ".") from None
+
+    async def trained_in_guild(self, actor: Actor, element_id: int) -> str | None:
+        """The server where the actor requested the training of their Element ``element_id`` (None: a DM, the
+        CLI, or not theirs) — for share buttons pressed in a DM."""
+        async with self.db.read() as session:
+            origin = (await session.execute(
+                select(Job.origin).join(Element, Element.id == Job.element_id)
+                .where(Element.id == element_id, Element.owner_id == actor.user_id, Job.kind == "train")
+                .order_by(Job.id.desc()).limit(1))).scalar()
+        guild = (origin or {}).get("guild_id")
+        return str(guild) if guild else None
+
+    async def deleted_of(self, element_ids: Sequence[int]) -> set[int]:
+        """Which of ``element_ids`` no longer exist (deleted by their owner or a moderator)."""
+        wanted = {int(i) for i in element_ids}
+        if not wanted:
+            return set()
+        async with self.db.read() as session:
+            found = set((await session.execute(select(Element.id).where(Element.id.in_(wanted)))).scalars())
+        return wanted - found
 
     async def record_usage(self, session: AsyncSession, element_ids: Sequence[int], *,
                            exclude_owner_id: int | None = None) -> None:

@@ -189,12 +189,18 @@ class GenerationService:
             return {**origin, "grid": {"group": group, "index": i, "of": len(values), "strength": values[i],
                                        "parent": gen.id}}
 
+        # The whole grid must fit the member's cap on queued generations before any of it is queued.
+        async with self.db.transaction() as session:
+            await self.jobs.quotas.lock_member(session, actor)
+            await self.jobs.check_generation_room(session, actor, len(values))
         # The first request runs every check (visibility, lineage, cooldown); the rest copy its payload with
         # another strength, in one transaction, so a cooldown cannot refuse half a grid.
         first = await self._again(actor, gen, origin=tagged(0), seed=seed, count=1,
                                   strengths=[values[0]] * len(names))
         created: list[Job] = []
         async with self.db.transaction() as session:
+            await self.jobs.quotas.lock_member(session, actor)
+            await self.jobs.check_generation_room(session, actor, len(values) - 1)
             base = await session.get(Job, first.id)
             assert base is not None
             for i in range(1, len(values)):

@@ -13,8 +13,10 @@ Policy (the same for every way of adding images):
   damaged files, and images smaller than ``min_side`` when ``small_policy == "refuse"`` (else a warning).
 * Normalised: EXIF orientation applied, colour converted to sRGB when an ICC profile says otherwise, converted to
   RGB (transparency flattened onto white; palette, LA, RGBA, CMYK, 16-bit handled), every bit of metadata dropped
-  (EXIF, GPS, XMP, ICC, text chunks), re-encoded as PNG with fixed settings, so the same pixels give the same bytes
-  and the same sha256 (with the same Pillow/zlib build).
+  (EXIF, GPS, XMP, ICC, text chunks), scaled down to at most ``max_side`` px on the long side (training never
+  uses more; JPEGs are decoded at a reduced scale to begin with, so a 40 MP photo never sits in memory whole),
+  then re-encoded with fixed settings, so the same pixels give the same bytes and the same sha256 (with the same
+  Pillow build): lossy uploads (JPEG, lossy WEBP) as JPEG no larger than twice the upload, lossless ones as PNG.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import asyncio
 import hashlib
 import io
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -42,8 +45,13 @@ log = logging.getLogger(__name__)
 
 # zlib level 1: ~3x faster than Pillow's default 6 for ~10% larger files; blobs are written once, read rarely.
 PNG_COMPRESS_LEVEL = 1
+# JPEG qualities tried in order until the stored file is at most MAX_GROWTH × the upload (a re-encode of a
+# heavily compressed photo at 92 can be larger than the original; quality 75 is smaller than nearly any upload).
+JPEG_QUALITIES = (92, 85, 75, 60)
+MAX_GROWTH = 2.0
 _WHITE = (255, 255, 255)
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_RESAMPLE_MODES = {"RGB", "RGBA", "L", "LA", "CMYK"}  # modes LANCZOS works on directly (metadata kept)
 
 
 class ImageRejected(InvalidInput):
@@ -63,6 +71,7 @@ class IngestLimits:
     min_side: int = 256
     small_policy: Literal["warn", "refuse"] = "warn"
     near_duplicate_distance: int = 4
+    max_side: int = 2048
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestLimits:
@@ -72,18 +81,20 @@ class IngestLimits:
             min_side=settings.min_image_side,
             small_policy=settings.small_image_policy,
             near_duplicate_distance=settings.near_duplicate_distance,
+            max_side=settings.max_stored_image_side,
         )
 
 
 @dataclass(frozen=True)
 class NormalizedImage:
-    data: bytes  # RGB PNG, no metadata
+    data: bytes  # RGB JPEG or PNG (see ``stored_format``), no metadata
     sha256: str
     width: int
     height: int
     phash: str  # imagehash.phash hex (16 hex chars)
     warnings: list[str] = field(default_factory=list)
     source_format: str = ""  # "PNG" | "JPEG" | "WEBP" (what the upload was)
+    upload_bytes: int = 0  # size of the upload this was made from
 
     @property
     def byte_size(self) -> int:
@@ -127,25 +138,47 @@ def normalize_image(data: bytes, limits: IngestLimits) -> NormalizedImage:
                 "Export the frame you want as a PNG or JPEG and upload that.", reason="animated",
             )
         try:
+            lossy = fmt == "JPEG" or (fmt == "WEBP" and not _webp_lossless(data))
+            if fmt == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that still leaves max_side
+                scale = limits.max_side / max(im.size)
+                if scale < 1:
+                    im.draft(im.mode, (max(1, int(im.width * scale)), max(1, int(im.height * scale))))
             im.load()  # MPO (multi-picture JPEG) loads its primary picture
-            rgb, warnings = _to_rgb(im)
+            src = im
+            if max(src.size) > limits.max_side and src.mode in _RESAMPLE_MODES:
+                src = _shrink(src, limits.max_side)  # before the colour work: only one full-size copy at a time
+                im.close()  # frees the full-size pixels now, not when the ``with`` ends
+            rgb, warnings = _to_rgb(src)
         except Image.DecompressionBombError:
             raise _bomb(None, limits) from None
         except ImageRejected:
             raise
         except Exception as exc:
             raise _damaged(fmt, exc) from None
+    if max(rgb.size) > limits.max_side:
+        rgb = _shrink(rgb, limits.max_side)
     w, h = rgb.size
     if min(w, h) < limits.min_side:
         msg = f"The image is small ({w}×{h}); images under {limits.min_side} px on the short side train poorly."
         if limits.small_policy == "refuse":
             raise ImageRejected(msg, "Upload a larger version of this image.", reason="too_small")
         warnings.append(msg)
-    png = encode_png(rgb)
+    stored = encode_jpeg(rgb, max_bytes=int(len(data) * MAX_GROWTH)) if lossy else encode_png(rgb)
     return NormalizedImage(
-        data=png, sha256=hashlib.sha256(png).hexdigest(), width=w, height=h,
-        phash=phash_of(rgb), warnings=warnings, source_format=fmt,
+        data=stored, sha256=hashlib.sha256(stored).hexdigest(), width=w, height=h,
+        phash=phash_of(rgb), warnings=warnings, source_format=fmt, upload_bytes=len(data),
     )
+
+
+def _shrink(rgb: Image.Image, max_side: int) -> Image.Image:
+    scale = max_side / max(rgb.size)
+    size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+    return rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _webp_lossless(data: bytes) -> bool:
+    """A WEBP whose first image chunk is VP8L (lossless); VP8 (and VP8X with VP8 inside) is lossy."""
+    return b"VP8L" in data[12:4096] and b"VP8 " not in data[12:4096]
 
 
 def _check_pixels(w: int, h: int, limits: IngestLimits) -> None:
@@ -230,13 +263,40 @@ def encode_png(rgb: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def encode_jpeg(rgb: Image.Image, *, max_bytes: int) -> bytes:
+    """Deterministic baseline JPEG (4:2:0, no metadata) at the best of :data:`JPEG_QUALITIES` that fits
+    ``max_bytes``; the lowest quality when none does."""
+    out = b""
+    for quality in JPEG_QUALITIES:
+        buf = io.BytesIO()
+        rgb.save(buf, format="JPEG", quality=quality, subsampling="4:2:0", optimize=True)
+        out = buf.getvalue()
+        if len(out) <= max_bytes:
+            break
+    return out
+
+
+def stored_extension(data: bytes) -> str:
+    """File extension of a stored image blob (``jpg`` or ``png``), from its first bytes."""
+    return "jpg" if data[:3] == b"\xff\xd8\xff" else "png"
+
+
 def phash_of(im: Image.Image) -> str:
     """Perceptual hash (imagehash.phash) as hex; the one definition everything compares against."""
     return str(imagehash.phash(im))
 
 
+Source = bytes | Callable[[], bytes]  # the bytes, or a reader called in the worker thread (zip entries)
+
+# Every decode of the process runs on these threads, whatever the number of adds and imports at once: a decode
+# holds a few full-size copies of one image, and glibc keeps each thread's arena at its peak, so a fixed pair of
+# threads bounds the process's memory where asyncio's default pool (up to cores + 4 threads) would multiply it.
+DECODE_THREADS = 2
+_decode_pool = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="atelier-decode")
+
+
 async def normalize_many(
-    items: Sequence[bytes], limits: IngestLimits, *, concurrency: int = 2
+    items: Sequence[Source], limits: IngestLimits, *, concurrency: int = 2
 ) -> list[NormalizedImage | ImageRejected]:
     """Normalise uploads in worker threads (at most ``concurrency`` at once); results in input order.
 
@@ -246,29 +306,34 @@ async def normalize_many(
 
 
 async def ingest_many(
-    items: Sequence[bytes], limits: IngestLimits, store: BlobStore, *, concurrency: int = 2
+    items: Sequence[Source], limits: IngestLimits, store: BlobStore, *, concurrency: int = 2
 ) -> list[NormalizedImage | ImageRejected]:
     """Like :func:`normalize_many`, and also writes each accepted image to ``store`` (files before rows)."""
     return await _run_many(items, limits, store, concurrency)
 
 
 async def _run_many(
-    items: Sequence[bytes], limits: IngestLimits, store: BlobStore | None, concurrency: int
+    items: Sequence[Source], limits: IngestLimits, store: BlobStore | None, concurrency: int
 ) -> list[NormalizedImage | ImageRejected]:
     sem = asyncio.Semaphore(max(1, concurrency))
 
-    def work(data: bytes) -> NormalizedImage | ImageRejected:
+    def work(source: Source) -> NormalizedImage | ImageRejected:
         try:
-            img = normalize_image(data, limits)
+            # Read inside the thread and drop the upload right after decoding: one raw file per slot in memory.
+            img = normalize_image(source() if callable(source) else source, limits)
         except ImageRejected as exc:
-            return exc
+            # Its traceback holds the decoder's frames, the whole upload among their locals: a batch of
+            # refusals would keep every refused file in memory until the report is built.
+            return exc.with_traceback(None)
+        except InvalidInput as exc:  # an unreadable zip entry: a refusal like any other
+            return ImageRejected(exc.message, exc.hint or "Zip the file again and add it.", reason="archive")
         if store is not None:
             store.put_bytes_sync(img.data)
         return img
 
-    async def one(data: bytes) -> NormalizedImage | ImageRejected:
+    async def one(source: Source) -> NormalizedImage | ImageRejected:
         async with sem:
-            return await asyncio.to_thread(work, data)
+            return await asyncio.get_running_loop().run_in_executor(_decode_pool, work, source)
 
     return list(await asyncio.gather(*(one(d) for d in items)))
 

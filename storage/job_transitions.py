@@ -6,9 +6,11 @@ attempts = d + 1``. Every later write of that attempt checks ``running ∧ attem
 lost its job (cancelled, re-queued by the reconciler after a missed heartbeat, finished elsewhere) finds out at
 its next write (:class:`LostJob`) and stops, and a duplicate arq delivery of an old dispatch does nothing.
 
-Refunds: the training slot is refunded (exactly once, :meth:`QuotaService.refund_in` is idempotent) whenever a
-training job ends in any state but ``succeeded``. Every terminal state writes exactly one notification
-(dedupe key ``job:<id>:end``).
+Refunds: GPU time is paid for. The training slot is refunded (exactly once, :meth:`QuotaService.refund_in` is
+idempotent) only when the member did not cause the loss: a failure of ours (:data:`REFUNDED_FAILURES`: the worker
+crashed or was lost, a system error, an input gone from storage) or a cancel before the run started. A timeout,
+invalid or diverging settings, running out of memory, or a cancel of a running job use the slot. Every terminal
+state writes exactly one notification (dedupe key ``job:<id>:end``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Generation, Job, JobKind, JobStatus, utcnow
 from storage.outbox import add_notification
+
+# Failure codes that are not the member's doing; every other failure (timeout, invalid, diverged, oom) is paid.
+REFUNDED_FAILURES = frozenset({"crashed", "exhausted", "internal", "missing_input", "busy", "base_model"})
+
+
+def refundable(job: Job, status: JobStatus, code: str | None) -> bool:
+    """Whether ending ``job`` in ``status`` gives its training slot back (the rule in the module docstring)."""
+    if status == JobStatus.CANCELLED:
+        return job.started_at is None
+    return status == JobStatus.FAILED and code in REFUNDED_FAILURES
 
 
 class LostJob(Exception):
@@ -54,7 +66,11 @@ async def end_job(session: AsyncSession, quotas: Any, elements: Any, job: Job, s
     if status == JobStatus.SUCCEEDED:
         job.progress = {**(job.progress or {}), "fraction": 1.0, "phase": "done"}
     elif job.kind == JobKind.TRAIN:
-        await quotas.refund_in(session, job.id, f"{status.value}:{code or ''}"[:64])
+        refunded = refundable(job, status, code)
+        if refunded:
+            await quotas.refund_in(session, job.id, f"{status.value}:{code or ''}"[:64])
+        job.result = {**job.result, "slot_refunded": refunded}  # what the member is told
+        note = {**(note or {}), "slot_refunded": refunded}
         if job.element_id is not None:
             await elements.mark_failed(session, job.element_id)
     prefix = "training" if job.kind == JobKind.TRAIN else "generation"

@@ -21,10 +21,16 @@ from storage.actors import Actor
 from storage.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from storage.job_transitions import end_job, note_base
 from storage.job_views import JobInfo
-from storage.models import Job, JobKind, JobStatus, utcnow
+from storage.models import Dataset, Job, JobKind, JobStatus, utcnow
 from storage.names import clean_text, normalize_trigger
 from storage.outbox import add_notification
-from storage.training_rules import build_config, check_image_count, parse_category, trainable_base
+from storage.training_rules import (
+    build_config,
+    check_estimate,
+    check_image_count,
+    parse_category,
+    trainable_base,
+)
 
 log = logging.getLogger(__name__)
 MAX_PROMPT = 2000
@@ -87,8 +93,9 @@ class JobService:
                                dataset_name: str, manifest: list[dict[str, Any]], name: str, category: str,
                                base_model: str, family: str, trigger: str, description: str, config: Any,
                                overrides: dict[str, Any], origin: dict[str, Any] | None) -> tuple[Job, int]:
-        from trainer.config import estimate_seconds
-
+        estimate = check_estimate(self.settings, family, config, len(manifest))  # before any slot is charged
+        await self.quotas.lock_member(session, actor)  # the checks below and the charge see one state
+        await self._check_active_trainings(session, actor)
         job = Job(kind=JobKind.TRAIN.value, owner_id=actor.user_id, status=JobStatus.QUEUED.value,
                   max_attempts=self.settings.max_attempts, origin=dict(origin or {}), payload={})
         session.add(job)
@@ -105,7 +112,7 @@ class JobService:
             "trigger": element.trigger_word, "category": category, "base_model": base_model, "family": family,
             "description": description, "image_count": n, "manifest": manifest, "config": config_dict,
             "overrides": overrides, "total_steps": config.total_steps(n), "epochs": config.epochs,
-            "estimate_seconds": round(estimate_seconds(family, config, n)),
+            "estimate_seconds": round(estimate),
         }
         await session.flush()
         position = await self._position(session, job)
@@ -115,6 +122,31 @@ class JobService:
                                         "total_steps": job.payload["total_steps"],
                                         "estimate_seconds": job.payload["estimate_seconds"]})
         return job, position
+
+    async def _active(self, session: AsyncSession, actor: Actor, kind: JobKind) -> int:
+        """The actor's queued + running jobs of ``kind``."""
+        return int(await session.scalar(select(func.count(Job.id)).where(
+            Job.owner_id == actor.user_id, Job.kind == kind.value,
+            Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))) or 0)
+
+    async def _check_active_trainings(self, session: AsyncSession, actor: Actor) -> None:
+        limit = self.settings.max_active_trainings
+        if not actor.is_admin and await self._active(session, actor, JobKind.TRAIN) >= limit:
+            raise QuotaExceeded(
+                f"You already have {'a training' if limit == 1 else f'{limit} trainings'} queued or running.",
+                "Wait for it to finish (see /jobs), or cancel it first.")
+
+    async def check_generation_room(self, session: AsyncSession, actor: Actor, adding: int = 1) -> None:
+        """Raise :class:`QuotaExceeded` unless ``adding`` more generations fit the actor's queued cap."""
+        limit = self.settings.max_queued_generations
+        if actor.is_admin:
+            return
+        active = await self._active(session, actor, JobKind.GENERATE)
+        if active + adding > limit:
+            raise QuotaExceeded(
+                f"You have {active} generation{'s' if active != 1 else ''} waiting; at most {limit} can be queued "
+                f"at once{f' (this asks for {adding})' if adding > 1 else ''}.",
+                "Wait for some to finish (see /jobs).")
 
     async def _position(self, session: AsyncSession, job: Job) -> int:
         """1 + queued jobs of the same kind ahead of ``job``."""
@@ -160,7 +192,9 @@ class JobService:
         except ValueError as exc:
             raise InvalidInput(str(exc)[0].upper() + str(exc)[1:] + ".") from None
         async with self.db.transaction() as session:
+            await self.quotas.lock_member(session, actor)  # concurrent requests of one member run one by one
             await self._cooldown(session, actor)
+            await self.check_generation_room(session, actor)
             resolved = await self.elements.resolve_for_generation(session, actor, list(elements), base)
             warnings = [*self.elements.strength_warnings(resolved), *size_warnings]
             job = Job(kind=JobKind.GENERATE.value, owner_id=actor.user_id, status=JobStatus.QUEUED.value,
@@ -185,6 +219,7 @@ class JobService:
         return bases.pop() if len(bases) == 1 else self.settings.default_base_model
 
     async def _cooldown(self, session: AsyncSession, actor: Actor) -> None:
+        """One generation request per cooldown; the caller holds the member's row lock (see ``lock_member``)."""
         wait = float(self.settings.generation_cooldown_seconds)
         if wait <= 0 or actor.is_admin:
             return
@@ -224,7 +259,7 @@ class JobService:
     # ---- changing --------------------------------------------------------------------------------------------
 
     async def cancel(self, actor: Actor, job_id: int) -> JobInfo:
-        """Queued: cancelled now (slot refunded). Running: the worker stops it within seconds."""
+        """Queued: cancelled now (slot refunded). Running: the worker stops it within seconds (the slot is used)."""
         async with self.db.transaction() as session:
             job = await self._visible(session, actor, job_id, lock=True)
             if JobStatus(job.status).finished:
@@ -255,8 +290,11 @@ class JobService:
         from trainer.config import TrainingConfig
 
         async with self.db.transaction() as session:
+            dataset_id = p.get("dataset_id")
+            if dataset_id is not None and await session.get(Dataset, dataset_id) is None:
+                dataset_id = None  # deleted since: the frozen manifest is all a retry needs
             job, position = await self._create_training(
-                session, actor, dataset_id=p.get("dataset_id"), dataset_name=p.get("dataset_name", ""),
+                session, actor, dataset_id=dataset_id, dataset_name=p.get("dataset_name", ""),
                 manifest=p["manifest"], name=p["element_name"], category=p["category"],
                 base_model=p["base_model"], family=spec.family.value, trigger=p["trigger"],
                 description=p.get("description", ""), config=TrainingConfig(**p["config"]),

@@ -66,15 +66,23 @@ class QuotaService:
             return user.train_slots_override
         return self.settings.train_slots_per_period
 
+    @staticmethod
+    async def lock_member(session: AsyncSession, actor: Actor) -> None:
+        """Serialise this member's quota-checked writes until the transaction ends.
+
+        PostgreSQL: the user row is locked FOR NO KEY UPDATE — it does not conflict with the KEY SHARE lock that
+        inserting a job row (a foreign key to users) takes, where FOR UPDATE deadlocks. SQLite: the IMMEDIATE
+        write transaction already serialises all writers.
+        """
+        await session.execute(select(User.id).where(User.id == actor.user_id).with_for_update(key_share=True))
+
     async def charge(self, session: AsyncSession, actor: Actor, job_id: int | None, *, kind: str = "train") -> QuotaInfo:
         """Consume one slot for ``job_id`` inside the caller's transaction, or raise :class:`QuotaExceeded`.
 
         Atomic under concurrency: on PostgreSQL the user row is locked (FOR NO KEY UPDATE) so concurrent charges
         for one user run one after another; on SQLite the IMMEDIATE write transaction already serialises them.
         """
-        # NO KEY UPDATE: serialises chargers of this user without conflicting with the KEY SHARE lock that
-        # inserting the job row (a foreign key to users) takes — FOR UPDATE there deadlocks.
-        await session.execute(select(User.id).where(User.id == actor.user_id).with_for_update(key_share=True))
+        await self.lock_member(session, actor)
         now = utcnow()
         info = await self.info_in(session, actor, now=now)
         if info.limit is not None and info.used >= info.limit:

@@ -51,11 +51,12 @@ async def build_services(settings: Settings, *, upgrade: bool = True) -> Service
         raise
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     blobs = BlobStore.from_settings(settings)
+    guilds = GuildService(db)
     return Services(
         settings=settings, db=db, blobs=blobs,
         users=UserService(db, settings),
         datasets=DatasetService(db, blobs, settings),
-        elements=ElementService(db, blobs, settings),
+        elements=ElementService(db, blobs, settings, guilds=guilds),
         quotas=QuotaService(db, settings),
-        guilds=GuildService(db),
+        guilds=guilds,
     )

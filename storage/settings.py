@@ -82,9 +82,10 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Path("atelier-data")
-    database_url: str | None = None
-    blob_url: str | None = None
-    redis_url: str | None = None
+    # URLs may carry credentials: held as secrets so no printout or log shows them (read the resolved_* values).
+    database_url: SecretStr | None = None
+    blob_url: SecretStr | None = None
+    redis_url: SecretStr | None = None
 
     # Discord
     discord_token: SecretStr | None = None
@@ -101,6 +102,12 @@ class Settings(BaseSettings):
     max_zip_bytes: int = Field(200 * 1024 * 1024, gt=0)
     max_zip_entries: int = Field(500, gt=0)
     max_zip_uncompressed_bytes: int = Field(1024 * 1024 * 1024, gt=0)
+    # Stored images: at most this many pixels on the long side (training never uses more), JPEG uploads stay JPEG.
+    max_stored_image_side: int = Field(2048, ge=256)
+    # Adds, imports, exports and contact sheets running at once in one process (each is bounded in memory).
+    max_concurrent_heavy_tasks: int = Field(2, ge=1)
+    # Bytes of stored images one member may hold across all their datasets.
+    member_storage_bytes: int = Field(2 * 1024**3, gt=0)
     image_limits: ImageLimits = Field(default_factory=ImageLimits)
 
     # Quotas
@@ -108,6 +115,8 @@ class Settings(BaseSettings):
     quota_period_days: int = Field(30, gt=0)
     admin_user_ids: list[str] = Field(default_factory=list)
     generation_cooldown_seconds: float = Field(3.0, ge=0)
+    max_active_trainings: int = Field(1, ge=1)  # queued + running training jobs per member
+    max_queued_generations: int = Field(8, ge=1)  # queued + running generation jobs per member
 
     # Models
     base_models: dict[str, BaseModelSpec] = Field(default_factory=default_base_models)
@@ -121,6 +130,9 @@ class Settings(BaseSettings):
     generate_timeout_seconds: int = Field(300, gt=0)
     max_attempts: int = Field(3, ge=1)
     stale_heartbeat_seconds: int = Field(120, gt=0)
+    # Worker cron: delete blobs no row (or unfinished job) refers to and temp files older than the grace period.
+    sweep_interval_minutes: int = Field(60, ge=1, le=1440)
+    sweep_grace_seconds: int = Field(6 * 3600, ge=60)
 
     @field_validator("data_dir")
     @classmethod
@@ -137,11 +149,21 @@ class Settings(BaseSettings):
 
     @property
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'atelier.db').resolve()}"
+        return _plain(self.database_url) or f"sqlite+aiosqlite:///{(self.data_dir / 'atelier.db').resolve()}"
 
     @property
     def resolved_blob_url(self) -> str:
-        return self.blob_url or str((self.data_dir / "blobs").resolve())
+        return _plain(self.blob_url) or str((self.data_dir / "blobs").resolve())
+
+    @property
+    def resolved_redis_url(self) -> str | None:
+        """The configured Redis URL, or None for the embedded one."""
+        return _plain(self.redis_url) or None
+
+    @property
+    def temp_dir(self) -> Path:
+        """Scratch files (exports being built); the worker's sweep removes stale ones."""
+        return self.data_dir / "tmp"
 
     @property
     def resolved_models_dir(self) -> Path:
@@ -149,6 +171,10 @@ class Settings(BaseSettings):
 
     def base_model(self, name: str) -> BaseModelSpec:
         return self.base_models[name]
+
+
+def _plain(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value is not None else ""
 
 
 class SettingsError(Exception):

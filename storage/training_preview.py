@@ -17,7 +17,13 @@ from storage.actors import Actor
 from storage.errors import Conflict, QuotaExceeded
 from storage.models import Element, ElementStatus
 from storage.names import clean_text, normalize_name, normalize_trigger
-from storage.training_rules import build_config, check_image_count, parse_category, trainable_base
+from storage.training_rules import (
+    build_config,
+    check_estimate,
+    check_image_count,
+    parse_category,
+    trainable_base,
+)
 
 
 @dataclass(frozen=True)
@@ -45,8 +51,6 @@ async def preview_training(services: Any, actor: Actor, *, dataset: str, name: s
                            base_model: str, trigger: str, description: str = "",
                            overrides: dict[str, Any] | None = None) -> TrainingPreview:
     """Check a training request and describe it; raises the same domain errors the request would."""
-    from trainer.config import estimate_seconds
-
     settings = services.settings
     spec = trainable_base(settings, base_model)
     cat = parse_category(category)
@@ -57,17 +61,19 @@ async def preview_training(services: Any, actor: Actor, *, dataset: str, name: s
     n, family = info.image_count, spec.family.value
     check_image_count(settings, n, info.name, base_model, family)
     config = build_config(cat, family, n, trig, overrides, tiny=spec.builtin)
+    estimate = check_estimate(settings, family, config, n)
     quota = await services.quotas.remaining(actor)
     if quota.remaining == 0:
         raise QuotaExceeded(f"You have used all {quota.limit} training slots of this "
                             f"{quota.period_days}-day period.",
-                            "A slot frees when your oldest training is a period old; failed runs are refunded.")
+                            "A slot frees when your oldest training is a period old; runs that fail on our side "
+                            "are refunded.")
     findings = await services.datasets.lint(actor, info.name, category=cat, base_model=base_model)
     warnings = [f.message + (f" {f.hint}" if f.hint else "") for f in findings if f.severity != "info"]
     return TrainingPreview(
         dataset=info.name, name=display, trigger=trig, category=cat, base_model=base_model, family=family,
         image_count=n, epochs=config.epochs, repeats=config.repeats, total_steps=config.total_steps(n),
-        estimate_seconds=estimate_seconds(family, config, n), slots_left=quota.remaining,
+        estimate_seconds=estimate, slots_left=quota.remaining,
         slots_limit=quota.limit, warnings=warnings, config=config.model_dump(mode="json"),
         overrides=dict(overrides or {}), description=clean_text(description, max_len=500, multiline=True))
 

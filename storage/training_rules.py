@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from storage.errors import InvalidInput
@@ -56,3 +57,25 @@ def build_config(category: str, family: str, n: int, trigger: str, overrides: di
     except (ValueError, KeyError) as exc:
         raise InvalidInput(f"Invalid training option: {exc}.",
                            "Fix the option or leave it out to use the preset.") from None
+
+
+def check_estimate(settings: Settings, family: str, config: Any, n: int) -> float:
+    """The run's estimated seconds; :class:`InvalidInput` (with the estimate) when it exceeds the time limit of a
+    run — it would time out and use the member's slot for nothing."""
+    from trainer.config import estimate_seconds
+
+    estimate = estimate_seconds(family, config, n)
+    limit = settings.train_timeout_seconds
+    if estimate > limit:
+        raise InvalidInput(
+            f"This training is estimated at {span(estimate)}, over the {span(limit)} limit of a run "
+            f"({config.total_steps(n)} steps at {config.resolution} px).",
+            "Use fewer epochs or repeats, a lower resolution, or fewer images.")
+    return estimate
+
+
+def span(seconds: float) -> str:
+    """``"44.5 h"``, ``"25 min"``, ``"40 s"``."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{math.ceil(seconds / 60)} min" if seconds >= 60 else f"{math.ceil(seconds)} s"

@@ -1,6 +1,6 @@
 """The arq worker process: one arq ``Worker`` per queue (train, generate) plus a control queue for the
-reconciler cron, sharing one event loop, one Redis pool and one :class:`WorkerApp` (services, generator,
-fair-share state). Everything is built at start-up and passed in through arq's ``ctx``.
+reconciler and storage-sweep crons, sharing one event loop, one Redis pool and one :class:`WorkerApp` (services,
+generator, fair-share state). Everything is built at start-up and passed in through arq's ``ctx``.
 
 Why a control queue: arq runs cron jobs on the queue of the worker that schedules them, and counts them against
 ``max_jobs``; a training worker runs one job for hours, so its cron would never get a slot.
@@ -102,6 +102,24 @@ async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
     return await Reconciler(ctx["app"]).run_once()
 
 
+async def sweep_storage(ctx: dict[str, Any]) -> dict[str, int]:
+    """Delete unreferenced blobs and stale temp files (see :meth:`storage.blob_gc.BlobCollector.sweep`)."""
+    from storage.blob_gc import BlobCollector
+
+    app = ctx["app"]
+    s = app.services
+    report = await BlobCollector(s.db, s.blobs).sweep(grace_seconds=s.settings.sweep_grace_seconds,
+                                                      temp_dirs=[s.settings.temp_dir])
+    return {"blobs_deleted": report.blobs_deleted, "temp_files_deleted": report.temp_files_deleted}
+
+
+def sweep_schedule(minutes: int) -> dict[str, Any]:
+    """arq cron fields for "every ``minutes`` minutes" (whole hours above 59)."""
+    if minutes < 60:
+        return {"minute": set(range(0, 60, minutes)), "second": 0}
+    return {"hour": set(range(0, 24, max(1, minutes // 60))), "minute": 0, "second": 0}
+
+
 def worker_settings(app: WorkerApp, queue: str, redis: ArqRedis) -> dict[str, Any]:
     """arq ``Worker`` keyword arguments for ``queue`` ("train", "generate" or "control")."""
     settings, opts = app.settings, app.options
@@ -114,7 +132,9 @@ def worker_settings(app: WorkerApp, queue: str, redis: ArqRedis) -> dict[str, An
         every = opts.reconcile_seconds
         return dict(common, queue_name=CONTROL_QUEUE, max_jobs=2, functions=[], cron_jobs=[
             cron(reconcile, name="atelier-reconcile", second=set(range(0, 60, every)), run_at_startup=True,
-                 unique=True, timeout=300, keep_result=0)])
+                 unique=True, timeout=300, keep_result=0),
+            cron(sweep_storage, name="atelier-sweep", unique=True, timeout=3600, keep_result=0,
+                 **sweep_schedule(settings.sweep_interval_minutes))])
     if queue == "train":
         fn = func(run_train_job, name=FUNCTIONS["train"], timeout=settings.train_timeout_seconds + 300)
     else:

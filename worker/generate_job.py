@@ -68,6 +68,11 @@ async def _generate(app: Any, job: Any, attempt: int, cancel: asyncio.Event) -> 
 
     t, p = app.transitions, job.payload
     spec = app.settings.base_models.get(p["base_model"])
+    if gone := await app.services.elements.deleted_of([e["element_id"] for e in p["elements"]]):
+        names = ", ".join(f"“{e['name']}”" for e in p["elements"] if e["element_id"] in gone)
+        return await t.fail(job.id, attempt, code="element_deleted",
+                            reason=f"that Element was deleted ({names}) after this generation was queued",
+                            hint="Generate again without it, or pick another one (/element browse).")
     try:
         if spec is None:
             raise ValueError(f"the base model “{p['base_model']}” is not configured on this worker")

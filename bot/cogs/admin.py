@@ -174,11 +174,12 @@ class Quota(commands.Cog):
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="quota", description="Your training slots: used, left, and when the next one frees")
+    @app_commands.command(name="quota", description="Your training slots and dataset storage: used, left, when the next slot frees")
     async def quota(self, interaction: discord.Interaction) -> None:
         me = await actor(interaction)
-        info = await _services(self.bot).quotas.remaining(me)
-        await reply(interaction, quota_text(info))
+        services = _services(self.bot)
+        info = await services.quotas.remaining(me)
+        await reply(interaction, quota_text(info, await services.datasets.storage_use(me)))
 
 
 async def setup(bot: AtelierBot) -> None:

@@ -12,7 +12,7 @@ import discord
 from discord import app_commands
 
 from bot import render
-from bot.attachments import AttachmentDownloader, AttachmentLike, SizeCaps
+from bot.attachments import AttachmentDownloader, AttachmentLike, Downloaded, SizeCaps
 from storage.actors import Actor
 from storage.archive import ArchiveRejected
 from storage.dataset_views import AddReport, FileResult
@@ -54,6 +54,13 @@ async def add_attachments(services: Any, downloader: AttachmentDownloader, me: A
     import with its .txt captions. Every file gets a line in the report; zip entries are named "a.zip › b.png"."""
     info = await services.datasets.get(me, name)  # "not found" before downloading anything
     got = await downloader.fetch(attachments, caps)
+    try:
+        return await _add_downloaded(services, me, info, got)
+    finally:
+        got.close()  # archives are temporary files
+
+
+async def _add_downloaded(services: Any, me: Actor, info: Any, got: Downloaded) -> AddReport:
     files: list[FileResult] = []
     count, dataset = info.image_count, info.name
     if got.images:
@@ -62,7 +69,7 @@ async def add_attachments(services: Any, downloader: AttachmentDownloader, me: A
         count, dataset = report.image_count, report.dataset
     for archive in got.archives:
         try:
-            report = await services.datasets.import_zip(me, dataset, archive.data)
+            report = await services.datasets.import_zip(me, dataset, archive.file)
         except ArchiveRejected as exc:
             files.append(FileResult(archive.filename, "refused", reason=exc.message, hint=exc.hint, code="archive"))
             continue

@@ -149,13 +149,9 @@ class DatasetManageMixin(DatasetCogBase):
         info = await self.services.datasets.get(me, name)
         if not info.image_count:
             raise InvalidInput(f"{_q(info.name)} has no images to export.", "Add some with /dataset add first.")
-        data = await self.services.datasets.export_zip(me, name)
-        limit = interaction.filesize_limit
-        if len(data) > limit:
-            raise InvalidInput(
-                f"The export is {render.human_bytes(len(data))}, over Discord's {render.human_bytes(limit)} "
-                "upload limit here.",
-                f"Ask the bot's host to run `atelier dataset export {info.name}`, or split the dataset.")
-        await reply(interaction, f"📦 {_q(info.name)}: {render.plural(info.image_count, 'image')} with captions "
-                                 "(the format `.zip` imports read).",
-                    file=discord.File(io.BytesIO(data), _zip_filename(info.name)))
+        # Refused from the image sizes before anything is fetched when over Discord's limit here; built in a
+        # temporary file and uploaded from it (never held in memory whole).
+        async with self.services.datasets.export_zip(me, name, max_bytes=interaction.filesize_limit) as path:
+            await reply(interaction, f"📦 {_q(info.name)}: {render.plural(info.image_count, 'image')} with "
+                                     "captions (the format `.zip` imports read).",
+                        file=discord.File(path, _zip_filename(info.name)))

@@ -20,6 +20,7 @@ from bot.cogs.train import overrides_from, train_command
 from bot.context import actor, defer, reply
 from bot.render import escape
 from storage.errors import Forbidden
+from storage.export_privacy import SHARED_DOWNLOAD_NOTE
 from storage.models import Category
 
 if TYPE_CHECKING:
@@ -173,9 +174,11 @@ def share_text(info: object) -> str:
     name = escape(getattr(info, "name", ""))
     vis = getattr(info, "visibility", "")
     if vis == "public":
-        return f"🌍 “{name}” is now public: anyone can find it with /element browse and use it (credited to you)."
+        return (f"🌍 “{name}” is now public: anyone can find it with /element browse and use it (credited to you). "
+                f"{SHARED_DOWNLOAD_NOTE}")
     if vis == "server":
-        return f"🏠 “{name}” is now shared with this server: members can find it with /element browse."
+        return (f"🏠 “{name}” is now shared with this server: members can find it with /element browse. "
+                f"{SHARED_DOWNLOAD_NOTE}")
     return f"🔒 “{name}” is private again: only you can see and use it."
 
 

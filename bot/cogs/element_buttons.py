@@ -130,25 +130,36 @@ class ElementButtons(commands.Cog):
 
     @component("el", "share")
     async def share(self, interaction: discord.Interaction, element_id: str, guild: str) -> None:
+        # The server comes from the interaction (a button in a server), or from where the training was requested
+        # (a button in a DM) — never from the custom_id, which anyone can craft.
+        guild = await self._share_guild(interaction, element_id)
         options = [discord.SelectOption(label="Private (only you)", value="private", emoji="🔒"),
                    discord.SelectOption(label="Public (everyone can find and use it)", value="public", emoji="🌍")]
-        if guild != "0":
+        if guild is not None:
             options.insert(1, discord.SelectOption(label="The server where you trained it", value="server",
                                                    emoji="🏠"))
-        pick = RoutedSelect(custom_id=custom_id("el", "sharepick", element_id, guild, owner=interaction.user.id),
+        pick = RoutedSelect(custom_id=custom_id("el", "sharepick", element_id, owner=interaction.user.id),
                             placeholder="Who may use it?", options=options)
         await reply(interaction, "Who may find and use this Element? (They can never change or delete it; "
                                  "you are credited when they use it.)", view=routed_view(pick))
 
     @component("el", "sharepick")
-    async def share_pick(self, interaction: discord.Interaction, element_id: str, guild: str) -> None:
+    async def share_pick(self, interaction: discord.Interaction, element_id: str, *_old: str) -> None:
+        # ``_old``: selects posted by earlier versions also carry a server id; it is ignored.
         from bot.cogs.element import share_text
 
         visibility = (selected_values(interaction) or ["private"])[0]
         await update(interaction, "Saving…", view=None)
+        guild = await self._share_guild(interaction, element_id)
         info = await services_of(interaction).elements.share(
-            await actor(interaction), f"#{element_id}", visibility, guild_id=None if guild == "0" else guild)
+            await actor(interaction), f"#{element_id}", visibility, guild_id=guild)
         await update(interaction, share_text(info))
+
+    @staticmethod
+    async def _share_guild(interaction: discord.Interaction, element_id: str) -> str | None:
+        if interaction.guild_id:
+            return str(interaction.guild_id)
+        return await services_of(interaction).elements.trained_in_guild(await actor(interaction), int(element_id))
 
     @component("el", "export")
     async def export(self, interaction: discord.Interaction, element_id: str) -> None:

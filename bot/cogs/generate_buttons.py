@@ -156,24 +156,27 @@ class GenerateButtons(commands.Cog):
 
     @component("gen", "delete")
     async def delete(self, interaction: discord.Interaction, gen_id: str) -> None:
-        message = interaction.message
-        where = f"{message.channel.id}.{message.id}" if message is not None else "-"
         view = routed_view(
-            button("Delete", custom_id("gen", "delyes", gen_id, where, owner=interaction.user.id),
+            button("Delete", custom_id("gen", "delyes", gen_id, owner=interaction.user.id),
                    style=discord.ButtonStyle.danger),
             button("Keep", custom_id("gen", "delno", owner=interaction.user.id)))
         await reply(interaction, f"Delete generation {gen_id} and its images for good?", view=view)
 
     @component("gen", "delyes")
-    async def delete_yes(self, interaction: discord.Interaction, gen_id: str, where: str) -> None:
+    async def delete_yes(self, interaction: discord.Interaction, gen_id: str, *_old: str) -> None:
+        # ``_old``: buttons posted by earlier versions also carry "channel.message"; it is ignored.
+        from storage.delivery_state import DeliveryLog
+
         await update(interaction, "🗑️ Deleting…", view=None)
-        gen = await generation_service(services_of(interaction)).delete(await actor(interaction), gen_id)
-        if where != "-":
-            channel_id, message_id = (int(x) for x in where.split("."))
+        services = services_of(interaction)
+        gen = await generation_service(services).delete(await actor(interaction), gen_id)
+        # The messages to remove are the ones the bot itself posted for this generation (its delivery record),
+        # never ids carried in a custom_id, which a crafted interaction could point at any message.
+        for channel_id, message_id in (await DeliveryLog(services.db).get(gen.job_id)).sent.values():
             try:
                 await self.bot.get_partial_messageable(channel_id).get_partial_message(message_id).delete()
-            except discord.NotFound:
-                pass  # already gone
+            except (discord.NotFound, discord.Forbidden):
+                pass  # already gone, or a DM the bot can no longer reach
         await update(interaction, f"🗑️ Generation {gen.id} and its {plural(gen.count, 'image')} were deleted.")
 
     @component("gen", "delno")

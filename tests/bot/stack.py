@@ -59,7 +59,7 @@ async def job_services(job_settings: Settings) -> AsyncIterator[Any]:
     from storage.services import build_services
 
     s = await build_services(job_settings)
-    await attach_jobs(s, job_settings.redis_url)  # the same wiring as the bot, the CLI and the worker
+    await attach_jobs(s, job_settings.resolved_redis_url)  # the same wiring as the bot, the CLI and the worker
     try:
         yield s
     finally:
@@ -109,7 +109,10 @@ async def finish_training(services: Any, job_id: int) -> None:
     """The success transition with real files (weights are placeholder bytes: nothing loads them here)."""
     blobs = services.blobs
     weights = await blobs.put_bytes(b"not really safetensors " + str(job_id).encode())
-    kohya = await blobs.put_bytes(b"kohya " + str(job_id).encode())
+    import numpy as np
+    from safetensors.numpy import save
+
+    kohya = await blobs.put_bytes(save({"w": np.full((2, 2), job_id, np.float16)}, metadata={"job": str(job_id)}))
     meta = await blobs.put_bytes(b'{"name": "x"}')
     grid = await blobs.put_bytes(png(902, 128))
     loss = await blobs.put_bytes(png(903, 96))

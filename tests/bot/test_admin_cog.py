@@ -24,7 +24,8 @@ async def world(bot_harness, make_settings, database_url) -> AsyncIterator[World
 async def test_quota_shows_slots_used_left_and_when_the_next_frees(world: World) -> None:
     emu, bob, alice = world.emu, world.emu.user("bob"), world.emu.user("alice")
     fresh = await (await emu.slash(bob, "quota")).reply()
-    assert fresh.ephemeral and fresh.content == "🎟️ Training slots: **0 of 3** used in the last 30 days — **3 left**."
+    assert fresh.ephemeral and fresh.content == ("🎟️ Training slots: **0 of 3** used in the last 30 days — **3 left**."
+                                                 "\n🗄️ Dataset storage: **0 B of 2.0 GB** used.")
     async with world.services.db.transaction() as session:  # one slot consumed the way a training request does
         await world.services.quotas.charge(session, await world.actor(bob), None)
     used = await (await emu.slash(bob, "quota")).reply()

@@ -210,3 +210,23 @@ def test_size_caps_take_the_lower_of_discord_and_settings(make_settings) -> None
     settings = make_settings(max_upload_bytes=5_000_000, max_zip_bytes=50_000_000)
     assert SizeCaps.for_upload(settings, 10_000_000) == SizeCaps(image=5_000_000, archive=10_000_000)
     assert SizeCaps.for_upload(settings, None) == SizeCaps(image=5_000_000, archive=50_000_000)
+
+
+async def test_a_large_zip_is_spooled_to_a_temporary_file_not_held_in_memory(world: World) -> None:
+    import os
+
+    noise = {f"{i}.png": os.urandom(600_000) for i in range(3)}  # incompressible: a 1.8 MB archive
+    big = world.emu.upload("set.zip", zip_of(noise), "application/zip")
+    small = world.emu.upload("tiny.zip", zip_of({"a.png": png(32)}), "application/zip")
+    downloader = AttachmentDownloader()
+    try:
+        got = await downloader.fetch([_LyingAttachment("set.zip", big.size, big.url, "application/zip"),
+                                      _LyingAttachment("tiny.zip", small.size, small.url, "application/zip")],
+                                     SizeCaps(image=20_000_000, archive=50_000_000))
+    finally:
+        await downloader.aclose()
+    spooled, kept = got.archives
+    assert spooled.file._rolled and spooled.file.fileno() >= 0  # noqa: SLF001 — on disk, not in memory
+    assert not kept.file._rolled  # noqa: SLF001 — a small archive stays in memory
+    got.close()
+    assert spooled.file.closed and kept.file.closed

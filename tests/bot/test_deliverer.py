@@ -74,6 +74,14 @@ async def test_training_dm_is_edited_in_place_then_results_with_buttons(
         await (await emu.select(alice, share, pick, ["public"])).reply()
         await wait_for(lambda: "now public" in share.content, 5, "the share to be saved")
         assert (await job_services.elements.get(me, "Inkwash")).visibility == "public"
+        # In a DM the server is where the training was requested, never one named in a crafted custom_id.
+        element_id = (await job_services.elements.get(me, "Inkwash")).id
+        forged = pick.replace(f":sharepick:{element_id}:", f":sharepick:{element_id}:424242:")
+        await emu._interact(3, alice, emu.dm(alice), {"custom_id": forged, "component_type": 3,  # noqa: SLF001
+                                                      "values": ["server"]}, message=share)
+        await wait_for(lambda: "shared with this server" in share.content, 5, "the forged share to be handled")
+        shared = await job_services.elements.get(me, "Inkwash")
+        assert shared.visibility == "server" and shared.guild_id == job.origin["guild_id"] != "424242"
 
         export = await (await emu.click(alice, done, done.buttons[2]["custom_id"])).reply()
         assert sorted(export.files) == ["inkwash_tiny-sd15.element.json", "inkwash_tiny-sd15.safetensors"]

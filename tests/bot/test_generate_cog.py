@@ -138,9 +138,14 @@ async def test_add_to_dataset_and_delete(bot_harness, job_services, job_settings
 
         confirm = await (await emu.click(alice, post, cid["Delete"])).reply()
         yes = next(c for c in confirm.custom_ids if ":delyes:" in c)
-        gone = await (await emu.click(alice, confirm, yes)).reply()
+        # A crafted interaction whose custom_id names another message (the old layout carried channel.message)
+        # deletes nothing: the messages to delete come from the bot's own delivery record.
+        victim = await emu.wait_for_message("general", lambda m: m.id != post.id)
+        forged = yes.replace(f":delyes:{gen_id}:", f":delyes:{gen_id}:{victim.channel_id}.{victim.id}:")
+        gone = await (await emu._interact(  # noqa: SLF001 — what a modified client sends
+            3, alice, emu.channel("general"), {"custom_id": forged, "component_type": 2}, message=confirm)).reply()
         await settled(gone, f"Generation {gen_id} and its 2 images were deleted")
-        assert post.deleted
+        assert post.deleted and not emu.state.messages[victim.id].deleted
         async with job_services.db.read() as s:
             assert await s.get(Generation, gen_id) is None
 

@@ -63,3 +63,12 @@ def test_checks_and_cooldowns_read_as_friendly_text() -> None:
     assert friendly(app_commands.CheckFailure("Only admins can do that.")) == "❌ Only admins can do that."
     assert friendly(app_commands.MissingPermissions(["manage_guild"])) == (
         "❌ You need the permission(s) manage guild for this.")
+
+
+def test_a_cancelled_training_says_whether_its_slot_came_back() -> None:
+    from bot.element_render import progress_embed
+
+    queued = progress_embed({"element_name": "Ink", "slot_refunded": True}, status="cancelled")
+    running = progress_embed({"element_name": "Ink", "slot_refunded": False}, status="cancelled")
+    assert "slot was refunded" in queued.description
+    assert "used a training slot" in running.description and "refunded" not in running.description

@@ -76,6 +76,7 @@ def test_dataset_lifecycle_with_json(cli, tmp_path: Path) -> None:
     assert code == 0 and [r["index"] for r in data["removed"]] == [1]
     code, data = cli("dataset", "list")
     assert code == 0 and [(d["name"], d["image_count"]) for d in data["datasets"]] == [("Cats", 2)]
+    assert data["storage"]["limit_bytes"] == 2 * 1024**3 and 0 < data["storage"]["used_bytes"] < 1024**2
 
     code, data = cli("dataset", "lint", "cats", "--category", "style", "--base-model", "flux-dev")
     assert code == 0 and any(f["code"] == "too_few_images" for f in data["findings"])
@@ -150,4 +151,5 @@ def test_dataset_commands_do_not_import_torch(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {"ok": True, "datasets": []}
+    assert json.loads(proc.stdout) == {"ok": True, "datasets": [],
+                                       "storage": {"used_bytes": 0, "limit_bytes": 2 * 1024**3}}

@@ -31,6 +31,15 @@ async def add_seeds(services: Services, actor: Actor, dataset: str, seeds: Seque
     return await services.datasets.add_images(actor, dataset, files)
 
 
+def _random_safetensors() -> bytes:
+    """A real (tiny) .safetensors file of random weights, as kohya exports are."""
+    import numpy as np
+    from safetensors.numpy import save
+
+    weights = np.frombuffer(os.urandom(128), dtype=np.float16).reshape(8, 8)
+    return save({"lora_unet_x.lora_down.weight": weights}, metadata={"ss_network_dim": "8"})
+
+
 async def ready_element(services: Services, actor: Actor, name: str, trigger: str, *,
                         base_model: str = "flux-dev", dataset: str | None = None,
                         visibility: Visibility = Visibility.PRIVATE, guild_id: str | None = None,
@@ -47,7 +56,7 @@ async def ready_element(services: Services, actor: Actor, name: str, trigger: st
         )
         element_id = element.id
     weights = await services.blobs.put_bytes(os.urandom(256))
-    kohya = await services.blobs.put_bytes(os.urandom(256))
+    kohya = await services.blobs.put_bytes(_random_safetensors())
     meta = await services.blobs.put_bytes(b'{"name": "%s"}' % name.encode())
     grid = await services.blobs.put_bytes(os.urandom(64))
     async with services.db.transaction() as session:

@@ -110,6 +110,18 @@ def test_too_many_entries_rejected_before_reading(img: bytes):
         read_zip(H.make_zip([(f"{i}.png", b"x") for i in range(12)]), **{**KW, "max_entries": 10})
 
 
+def test_entry_count_is_checked_while_reading_when_the_end_record_lies(monkeypatch: pytest.MonkeyPatch):
+    data = bytearray(H.make_zip([(f"{i}.png", b"x") for i in range(5000)]))
+    end = data.rfind(b"PK\x05\x06")
+    data[end + 8 : end + 12] = (7).to_bytes(2, "little") * 2  # "7 entries" on this disk and in total
+    parsed = []
+    real = zipfile.ZipFile
+    monkeypatch.setattr("storage.archive.zipfile.ZipFile", lambda *a, **k: parsed.append(1) or real(*a, **k))
+    with pytest.raises(ArchiveRejected, match=r"too many files \(165; the limit is 50\)"):
+        read_zip(bytes(data), **KW)
+    assert parsed == [], "refused before zipfile parsed thousands of directory records"
+
+
 def test_encrypted_entry_refused(img: bytes):
     out = read_zip(H.zip_with_encrypted_entry(img), **KW)
     assert [e.name for e in out.entries] == ["plain.png"]

@@ -154,7 +154,9 @@ async def test_set_caption(services, alice) -> None:
 async def test_zip_round_trip_keeps_images_and_captions(services, alice) -> None:
     await services.datasets.create(alice, "src")
     await add_seeds(services, alice, "src", [1, 2, 3], captions=True)
-    data = await services.datasets.export_zip(alice, "src")
+    async with services.datasets.export_zip(alice, "src") as path:
+        data = path.read_bytes()
+    assert not path.exists(), "the temporary file goes when the block ends"
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert sorted(zf.namelist()) == ["0001.png", "0001.txt", "0002.png", "0002.txt", "0003.png", "0003.txt"]
     await services.datasets.create(alice, "copy")

@@ -58,3 +58,16 @@ async def test_add_and_remove_single_channels_concurrently(services, alice) -> N
     assert "100" not in config.generation_channels and len(config.generation_channels) == 6
     with pytest.raises(Forbidden):
         await g.add_generation_channels(alice, "g1", [5])
+
+
+async def test_sharing_with_a_server_checks_that_servers_banned_words(services, alice) -> None:
+    from tests.storage.conftest import ready_element
+
+    await ready_element(services, alice, "Gore fest", "zqxgore")
+    await services.guilds.add_banned_words(alice, "g2", ["gore"], is_guild_admin=True)
+    with pytest.raises(InvalidInput, match="“gore” is not allowed on that server") as err:
+        await services.elements.share(alice, "Gore fest", "server", guild_id="g2")
+    assert "Rename it" in err.value.hint
+    assert (await services.elements.get(alice, "Gore fest")).visibility == "private"
+    shared = await services.elements.share(alice, "Gore fest", "server", guild_id="g1")  # g1 bans nothing
+    assert shared.guild_id == "g1"

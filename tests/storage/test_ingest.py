@@ -1,4 +1,5 @@
-"""Ingest: every hostile or odd file gives its clear result; accepted images come out as clean RGB PNGs."""
+"""Ingest: every hostile or odd file gives its clear result; accepted images come out as clean RGB PNGs (lossless
+uploads) or JPEGs (lossy uploads), at most ``max_side`` px on the long side."""
 
 from __future__ import annotations
 
@@ -50,23 +51,56 @@ def png_chunks(data: bytes) -> list[bytes]:
     return kinds
 
 
+def jpeg_markers(data: bytes) -> list[int]:
+    """Marker bytes of a JPEG's header segments up to the start of scan."""
+    assert data[:2] == b"\xff\xd8"
+    i, markers = 2, []
+    while i < len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        markers.append(marker)
+        if marker == 0xDA:
+            break
+        (n,) = struct.unpack(">H", data[i + 2 : i + 4])
+        i += 2 + n
+    return markers
+
+
 def decoded(img: NormalizedImage) -> Image.Image:
     im = Image.open(io.BytesIO(img.data))
-    assert im.format == "PNG" and im.mode == "RGB"
+    assert im.format in ("PNG", "JPEG") and im.mode == "RGB"
     assert im.size == (img.width, img.height)
     return im
 
 
-def test_accepts_each_allowed_format_and_output_is_clean_png():
+def test_accepts_each_allowed_format_and_output_is_clean():
     for data, fmt in ((H.photo_jpeg(), "JPEG"), (H.photo_png(), "PNG"), (H.photo_webp(), "WEBP")):
         img = normalize_image(data, LIMITS)
         assert img.source_format == fmt
         assert (img.width, img.height) == (640, 480)
         assert img.sha256 == hashlib.sha256(img.data).hexdigest()
-        assert png_chunks(img.data) == [b"IHDR", b"IDAT", b"IEND"]
+        if fmt == "PNG":
+            assert png_chunks(img.data) == [b"IHDR", b"IDAT", b"IEND"]
+        else:  # lossy stays lossy: JFIF header, tables, frame, scan — no EXIF (APP1) or ICC (APP2)
+            assert set(jpeg_markers(img.data)) <= {0xE0, 0xDB, 0xC0, 0xC4, 0xDA}
+            assert len(img.data) <= 2 * len(data)
         assert len(img.phash) == 16 and int(img.phash, 16) >= 0
         assert img.warnings == []
         decoded(img)
+
+
+def test_large_photos_are_stored_at_most_max_side_and_at_most_twice_their_upload():
+    big = H.encode(Image.fromarray(H.photo_array(3872, 2592, seed=3)), "JPEG", quality=90)  # a 10 MP photo
+    img = normalize_image(big, LIMITS)
+    assert (img.width, img.height) == (2048, 1371)
+    assert Image.open(io.BytesIO(img.data)).format == "JPEG"
+    assert len(img.data) <= 2 * len(big)
+    # A heavily compressed JPEG: re-encoding at a high quality would grow it; the stored file still fits 2x.
+    small = H.encode(Image.fromarray(H.photo_array(1200, 900, seed=4)), "JPEG", quality=20)
+    assert len(normalize_image(small, LIMITS).data) <= 2 * len(small)
+    # Lossless input stays lossless, shrunk to the configured side.
+    png = normalize_image(H.encode(Image.fromarray(H.photo_array(1200, 600, seed=6)), "PNG"),
+                          IngestLimits(max_side=600))
+    assert (png.width, png.height) == (600, 300) and png_chunks(png.data)[0] == b"IHDR"
 
 
 def test_same_pixels_give_same_bytes_and_hash():
@@ -153,7 +187,7 @@ def test_exif_rotation_applied_and_all_metadata_dropped():
     r, g, b = im.getpixel((img.width - 10, 10))  # the red block moved to the top right
     assert r > 200 and g < 60 and b < 60
     assert im.getpixel((10, 10)) == pytest.approx((255, 255, 255), abs=8)
-    assert png_chunks(img.data) == [b"IHDR", b"IDAT", b"IEND"]
+    assert set(jpeg_markers(img.data)) <= {0xE0, 0xDB, 0xC0, 0xC4, 0xDA}
     assert not im.getexif() and "exif" not in im.info and "xmp" not in im.info
     for secret in (b"SecretCam", b"Jane Secret", b"secret-xmp", b"GPS"):
         assert secret not in img.data

@@ -24,7 +24,7 @@ async def test_another_users_dataset_is_not_found_for_every_action(services, ali
         "rename": d.rename(bob, "secret", "mine"),
         "remove": d.remove_images(bob, "secret", [1]),
         "caption": d.set_caption(bob, "secret", 1, "x"),
-        "export": d.export_zip(bob, "secret"),
+        "export": d.export_zip(bob, "secret").__aenter__(),
         "sheet": d.contact_sheet(bob, "secret"),
         "session": d.start_upload_session(bob, "secret"),
     }

@@ -64,7 +64,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
     env.update({
         "ATELIER_DATA_DIR": str(settings.data_dir), "ATELIER_DATABASE_URL": settings.resolved_database_url,
-        "ATELIER_REDIS_URL": settings.redis_url or "", "ATELIER_MODELS_DIR": str(settings.resolved_models_dir),
+        "ATELIER_REDIS_URL": settings.resolved_redis_url or "", "ATELIER_MODELS_DIR": str(settings.resolved_models_dir),
         "ATELIER_GENERATION_COOLDOWN_SECONDS": str(settings.generation_cooldown_seconds),
         "ATELIER_STALE_HEARTBEAT_SECONDS": str(settings.stale_heartbeat_seconds),
         "ATELIER_MAX_ATTEMPTS": str(settings.max_attempts),
@@ -83,7 +83,7 @@ async def services(settings: Settings) -> AsyncIterator[Any]:
     from storage.services import build_services
 
     s = await build_services(settings)
-    await attach_jobs(s, settings.redis_url)  # the same wiring as the bot, the CLI and the worker
+    await attach_jobs(s, settings.resolved_redis_url)  # the same wiring as the bot, the CLI and the worker
     try:
         yield s
     finally:

@@ -50,7 +50,13 @@ async def test_training_request_is_one_transaction_then_enqueued_once(services, 
     assert await redis.zcard(QUEUES["train"]) == 1
     assert await services.enqueuer.present("train", info.id, 0)
 
-    second = await services.jobs.request_training(actor, dataset="shapes", name="Other", category="style",
+    # One active training per member (ATELIER_MAX_ACTIVE_TRAININGS): the same member waits; another queues.
+    with pytest.raises(QuotaExceeded, match="already have a training queued or running"):
+        await services.jobs.request_training(actor, dataset="shapes", name="Other", category="style",
+                                             base_model="tiny-sd15", trigger="zqxother", overrides=FAST_TRAIN)
+    bob = await services.users.local_actor("bob")
+    await make_dataset(bob, "shapes", count=3)
+    second = await services.jobs.request_training(bob, dataset="shapes", name="Other", category="style",
                                                   base_model="tiny-sd15", trigger="zqxother", overrides=FAST_TRAIN)
     assert second.queue_position == 2
 

@@ -57,7 +57,7 @@ async def test_generation_runs_during_training_then_cancel_stops_it(services, ac
     job = await _job(services, info.id)
     assert job.progress["step"] < job.payload["total_steps"]
     charges = await _charges(services, info.id)
-    assert len(charges) == 1 and charges[0].refunded_at is not None
+    assert len(charges) == 1 and charges[0].refunded_at is None, "a cancel after the start uses the slot"
     kinds = await _kinds(services, info.id)
     assert kinds["training_cancelled"] == 1 and kinds["training_failed"] == 0 and kinds["training_finished"] == 0
     async with services.db.read() as s:
@@ -66,10 +66,10 @@ async def test_generation_runs_during_training_then_cancel_stops_it(services, ac
     assert "Traceback" not in worker.output()
 
 
-async def test_timeout_fails_refunds_and_notifies_once(services, actor, make_dataset, worker_process,
+async def test_timeout_fails_uses_the_slot_and_notifies_once(services, actor, make_dataset, worker_process,
                                                        settings) -> None:
-    settings.train_timeout_seconds = 6
     info = await _request(services, actor, make_dataset, LONG_TRAIN)
+    settings.train_timeout_seconds = 6  # the worker's limit (after the request, whose estimate it would refuse)
     worker = worker_process("train")
     await wait_for(lambda: _status_in(services, info.id, "failed", "succeeded", "cancelled"), 300, "the timeout")
     job = await _job(services, info.id)
@@ -77,7 +77,7 @@ async def test_timeout_fails_refunds_and_notifies_once(services, actor, make_dat
     assert "longer than the limit of 6 s" in job.error and "fewer epochs" in job.result["hint"]
     assert job.attempts == 1, "a timeout is not retried"
     charges = await _charges(services, info.id)
-    assert len(charges) == 1 and charges[0].refunded_at is not None
+    assert len(charges) == 1 and charges[0].refunded_at is None, "a timeout uses the slot"
     kinds = await _kinds(services, info.id)
     assert kinds["training_failed"] == 1 and kinds["training_retrying"] == 0
     async with services.db.read() as s:
