@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from storage.bot_state import BotStateStore
 from storage.blobs import BlobStore
 from storage.datasets import DatasetService
 from storage.db import Database
@@ -25,6 +26,7 @@ class Services:
     elements: ElementService
     quotas: QuotaService
     guilds: GuildService
+    bot_state: BotStateStore  # front-end state that survives a restart (storage/bot_state.py)
     # Job side (storage/jobs.py, outbox.py, queue.py): attached by whoever starts the queue machinery,
     # e.g. ``services.jobs = JobService(services, ...)``; None where a process does not need them (CLI datasets).
     jobs: Any = None
@@ -58,4 +60,5 @@ async def build_services(settings: Settings, *, upgrade: bool = True) -> Service
         elements=ElementService(db, blobs, settings),
         quotas=QuotaService(db, settings),
         guilds=GuildService(db),
+        bot_state=BotStateStore(db),
     )
