@@ -139,3 +139,38 @@ async def test_an_interaction_that_arrives_during_a_resume_is_answered(how: str,
     assert "Pong!" in answer.content
     assert (await handle.response()).type == 5  # deferred within Discord's 3 s, counted from the dispatch
     assert emu.gateway.stats.identifies == 1  # resumed, not a new session
+
+
+async def test_a_503_on_the_result_dm_is_retried_later_and_sent_once(
+        bot_harness, job_services, job_settings, seed_dataset) -> None:
+    async with bot_harness(job_services, job_settings) as (emu, bot):
+        alice = emu.user("alice")
+        me = await job_services.users.ensure(f"discord:{alice.id}", "alice")
+        await seed_dataset(me, "shapes")
+        job = await request(job_services, me, emu.channel("general").id)
+        progress = await emu.wait_for_message(emu.dm(alice), lambda m: "Queued" in m.text())
+        await start_training(job_services, job.id)
+        await emu.wait_for_message(emu.dm(alice), lambda m: m.id == progress.id and "50%" in m.text())
+        # discord.py does not retry a 503: the deliverer fails, the outbox keeps the notification and retries it
+        emu.faults.server_error("POST /channels/*/messages", times=1, status=503)
+        await finish_training(job_services, job.id)
+        done = await emu.wait_for_message(emu.dm(alice), lambda m: "is ready" in m.text(), timeout=20)
+        await wait_for(lambda: all_delivered(job_services), 20, "every notification delivered")
+        assert emu.faults.count(503) == 1
+        assert [m.id for m in emu.messages(emu.dm(alice))] == [progress.id, done.id]
+
+
+async def test_a_slow_cdn_download_is_acknowledged_at_once_and_added(bot_harness, make_settings,
+                                                                    database_url) -> None:
+    from tests.bot.dataset_world import dataset_world
+    from tests.bot.images import png
+
+    async with dataset_world(bot_harness, make_settings, database_url) as world:
+        emu, alice = world.emu, world.emu.user("alice")
+        await world.ds_reply(alice, "create", name="cats")
+        emu.faults.slow_cdn(4.0)  # longer than Discord's 3 s to answer
+        handle = await world.ds(alice, "add", name="cats", image1=emu.upload("slow.png", png(7)))
+        assert (await handle.response()).type == 5  # deferred before downloading
+        report = await handle.reply(timeout=20)
+        assert report.embeds[0]["title"] == "📥 cats: 1 added"
+        assert await world.count(alice, "cats") == 1
