@@ -23,7 +23,7 @@ import argparse
 import asyncio
 import io
 import json
-import statistics
+import os
 import sys
 import tempfile
 import time
@@ -265,6 +265,9 @@ async def run_cases(emu: Emulator, clock: AckClock, services: Any, user_ids: lis
     took = time.perf_counter() - started
     added = await total_images(services, user_ids) - before
 
+    load = os.getloadavg()[0]
+    print(f"Machine: {os.cpu_count()} CPUs, load average {load:.1f} at the end of the bursts (a load far above the CPU "
+          "count means other processes took CPU time from the bot and the emulator during the run)")
     print(f"Acknowledgement latency, {n} concurrent commands. End to end = the emulator's clock, dispatch of "
           "INTERACTION_CREATE → the bot's callback received (emulator process + transport + bot); bot only = the "
           "bot's clock, gateway event parsed → defer sent (its own work), and → defer confirmed by the emulator.")

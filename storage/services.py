@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from storage.bot_state import BotStateStore
 from storage.blobs import BlobStore
+from storage.bot_state import BotStateStore
 from storage.datasets import DatasetService
 from storage.db import Database
 from storage.elements import ElementService
