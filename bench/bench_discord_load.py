@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import io
 import json
 import os
@@ -103,6 +104,27 @@ def say(obj: dict[str, Any]) -> None:
 
 # ---- the bot side (this process) -------------------------------------------------------------------------------
 
+class GcPauses:
+    """Records how long each garbage collection of the bot process takes (they stop the event loop too)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []  # (generation, seconds)
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._start))
+
+    def take(self) -> str:
+        pauses, self.pauses = self.pauses, []
+        if not pauses:
+            return "no GC"
+        gen, worst = max(pauses, key=lambda p: p[1])
+        return f"{len(pauses)} GCs, longest {worst * 1000:.1f} ms (gen {gen})"
+
+
 class StallProbe:
     """Sleeps ``tick`` seconds in a loop on the bot's event loop and records how late each wake-up is."""
 
@@ -110,6 +132,7 @@ class StallProbe:
         self.tick = tick
         self.lags: list[float] = []
         self._task: asyncio.Task[None] | None = None
+        self.gc = ""  # what garbage collection did meanwhile
 
     async def _run(self) -> None:
         while True:
@@ -251,10 +274,17 @@ async def run_cases(emu: Emulator, clock: AckClock, services: Any, user_ids: lis
         await asyncio.sleep(1.0)
     results: dict[str, tuple[list[float], StallProbe]] = {}
     bot_side: dict[str, tuple[list[float], list[float]]] = {}
+    cpu_ms: dict[str, float] = {}  # the bot process's CPU time per command (all threads), whole burst
+    gc_pauses = GcPauses()
+    gc.callbacks.append(gc_pauses)
     for name, kind, shift in ((f"{n} × /ping (baseline)", "ping", 0), (f"{n} × /generate", "generate", 0), (f"{n} × /dataset add (1 image)", "add", 1),
                               (f"{n} mixed (half each)", "mixed", 2), (f"{n} × /ping (baseline again)", "ping", 0)):
+        cpu = time.process_time()
+        gc_pauses.take()
         with StallProbe() as probe:
             answer = await emu.ask(op="burst", kind=kind, n=n, shift=shift)
+        probe.gc = gc_pauses.take()
+        cpu_ms[name] = (time.process_time() - cpu) * 1000 / n
         results[name] = (answer["after_s"], probe)
         bot_side[name] = clock.take()
     before = await total_images(services, user_ids)
@@ -272,19 +302,20 @@ async def run_cases(emu: Emulator, clock: AckClock, services: Any, user_ids: lis
           "INTERACTION_CREATE → the bot's callback received (emulator process + transport + bot); bot only = the "
           "bot's clock, gateway event parsed → defer sent (its own work), and → defer confirmed by the emulator.")
     print(f"{'case':<28} | {'end to end p50/p99':>20} | {'bot only p50/p99':>18} | {'bot → confirmed p50/p99':>24} "
-          f"| bot share of e2e p99 | bot p99 ≤ 150 ms")
+          f"| bot share of e2e p99 | bot CPU/command | bot p99 ≤ 150 ms")
     for name, (samples, _) in results.items():
         sent, confirmed = bot_side[name]
         e2e50, e2e99 = pct(samples, 50), pct(samples, 99)
         bot50, bot99 = pct(sent, 50), pct(sent, 99)
         ok = "ok" if bot99 <= 150 else "ABOVE TARGET"
         print(f"{name:<28} | {e2e50:8.1f} /{e2e99:7.1f} ms | {bot50:6.1f} /{bot99:7.1f} ms | "
-              f"{pct(confirmed, 50):9.1f} /{pct(confirmed, 99):8.1f} ms | {bot99 / max(e2e99, 1e-6):19.0%} | {ok}")
+              f"{pct(confirmed, 50):9.1f} /{pct(confirmed, 99):8.1f} ms | {bot99 / max(e2e99, 1e-6):19.0%} | "
+              f"{cpu_ms[name]:10.1f} ms | {ok}")
     floor = min(pct(results[f"{n} × /ping (baseline)"][0], 99), pct(results[f"{n} × /ping (baseline again)"][0], 99))
     print("End-to-end p99 vs the /ping baseline (defer + follow-up, no storage; the emulator + transport floor): "
           + ", ".join(f"{name.split(' (')[0]} {pct(samples, 99) / floor:.2f}x" for name, (samples, _) in results.items()
                       if "baseline" not in name))
-    stalls = " · ".join(f"{name}: {probe.worst_ms:.1f} ms" for name, (_, probe) in results.items())
+    stalls = " · ".join(f"{name}: {probe.worst_ms:.1f} ms ({probe.gc})" for name, (_, probe) in results.items())
     print(f"Longest event-loop stall: idle {idle.worst_ms:.1f} ms · {stalls}")
     verdict = "ok" if during.worst_ms <= 50 else "ABOVE TARGET"
     print(f"While adding {images} images of {size}px ({-(-images // 10)} × /dataset add at once): longest stall "

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from tests.bot.stack import *  # noqa: F403
-from tests.bot.stack import finish_training, start_training, wait_for
+from tests.bot.stack import finish_generation, finish_training, start_training, wait_for
 from tests.bot.test_deliverer import all_delivered, request
 from tests.discord_emulator import DiscordEmulator
 
@@ -68,6 +68,18 @@ async def test_training_progress_ends_final_with_no_duplicate_dms_under_429s(
         assert [m.id for m in dms] == [progress.id, done.id], [m.text() for m in dms]  # no duplicates
         assert "100%" in progress.text() and not progress.components  # the final state, buttons gone
         assert sorted(done.files) == ["grid.png", "loss-curve.png", "sample-1.png"]
+
+        # a generation result posted in the channel under the global limit and a per-route 429
+        general = emu.channel("general")
+        gen = await job_services.jobs.request_generation(
+            me, prompt="zqxink, a lighthouse", elements=[("Inkwash", None)], base_model="tiny-sd15",
+            origin={"guild_id": str(emu.guild_id), "channel_id": str(general.id)})
+        emu.faults.rate_limit("*", times=1, retry_after=0.1, is_global=True)
+        emu.faults.rate_limit(f"POST /channels/{general.id}/messages", times=2, retry_after=0.2)
+        await finish_generation(job_services, gen.id)
+        posted = await emu.wait_for_message(general, lambda m: "here you go" in m.content, timeout=15)
+        await wait_for(lambda: all_delivered(job_services), 15, "every notification delivered")
+        assert [m.id for m in emu.messages(general)] == [posted.id] and posted.files
 
 
 RECONNECTS = {
