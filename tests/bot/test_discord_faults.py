@@ -86,6 +86,7 @@ RECONNECTS = {
     "dropped socket": lambda emu: _drop(emu),
     "op 7 reconnect": lambda emu: emu.gateway.request_reconnect(),
     "op 9 invalid session": lambda emu: emu.gateway.invalidate(resumable=False),
+    "op 9 resumable": lambda emu: emu.gateway.invalidate(resumable=True),
 }
 
 
@@ -138,7 +139,7 @@ async def test_a_completion_during_a_gateway_reconnect_is_delivered_once(
         assert "Finished" in progress.text()
 
 
-@pytest.mark.parametrize("how", ["dropped socket", "op 7 reconnect"])
+@pytest.mark.parametrize("how", ["dropped socket", "op 7 reconnect", "op 9 resumable"])
 async def test_an_interaction_that_arrives_during_a_resume_is_answered(how: str, emu_bot: Any) -> None:
     emu, _bot = emu_bot
     alice = emu.user("alice")
