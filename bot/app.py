@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 from collections.abc import Sequence
@@ -18,9 +19,11 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from bot.cogs import COGS
+from bot.command_sync import sync_if_changed
 from bot.context import NO_MENTIONS, ComponentRouter
 from bot.delivery_loop import DeliveryRunner, wants_delivery
 from bot.errors import BotStartupError, report_error
+from bot.housekeeping import Housekeeping, wants_housekeeping
 from storage.settings import Settings
 
 log = logging.getLogger("atelier.bot")
@@ -76,6 +79,9 @@ class AtelierBot(commands.Bot):
         self.cog_modules = tuple(cogs)
         self.router = ComponentRouter()
         self.synced_commands: list[app_commands.AppCommand] = []
+        self.force_sync = False  # `atelier bot --sync`: PUT the commands even when their hash is unchanged
+        self.commands_synced = False  # whether this start PUT the commands (False: unchanged, read back)
+        self.housekeeping: Any = None  # upload-session timeouts and expired bot state (bot/housekeeping.py)
         # Job notifications (bot.delivery_loop): started in setup_hook when services include the job side.
         self.notification_fallback: Any = None  # deliverer for non-Discord users' notifications (console)
         self.delivery: Any = None
@@ -91,26 +97,38 @@ class AtelierBot(commands.Bot):
         for module in self.cog_modules:
             await self.load_extension(module)
         self.synced_commands = await self.sync_commands()
-        log.info("synced %d commands %s", len(self.synced_commands),
-                 f"to guild {self.settings.dev_guild}" if self.settings.dev_guild else "globally")
+        if wants_housekeeping(self):
+            self.housekeeping = Housekeeping(self)
+            self.housekeeping.start()
         if wants_delivery(self):
             self.delivery = DeliveryRunner(self, fallback=self.notification_fallback)
             self.delivery.start()
+        # A full (generation 2) garbage collection walks every live object: with discord.py, SQLAlchemy, PIL …
+        # loaded, that stops the event loop for hundreds of ms on a busy machine (bench/bench_discord_load.py
+        # measured 317 ms), and no interaction is acknowledged meanwhile. What is alive after start-up lives for
+        # the whole run, so take it out of the collector's sight once.
+        gc.collect()
+        gc.freeze()
 
     async def close(self) -> None:
+        if self.housekeeping is not None:
+            await self.housekeeping.stop()
+            self.housekeeping = None
         if self.delivery is not None:
             await self.delivery.stop()
             self.delivery = None
         await super().close()
+        gc.unfreeze()  # what setup_hook froze may be collected again (a process that starts another bot, tests)
 
     async def sync_commands(self) -> list[app_commands.AppCommand]:
-        """Register the commands: instantly in ``dev_guild`` when set, else globally (Discord may take a while
-        to show global changes)."""
-        if self.settings.dev_guild:
-            guild = discord.Object(id=self.settings.dev_guild)
-            self.tree.copy_global_to(guild=guild)
-            return await self.tree.sync(guild=guild)
-        return await self.tree.sync()
+        """Register the commands when their definitions changed (or ``force_sync``): instantly in ``dev_guild``
+        when set, else globally (Discord may take a while to show global changes). See bot/command_sync.py."""
+        store = getattr(self.services, "bot_state", None)
+        result = await sync_if_changed(self.tree, store, guild_id=self.settings.dev_guild, force=self.force_sync)
+        self.commands_synced = result.synced
+        where = f"guild {self.settings.dev_guild}" if self.settings.dev_guild else "globally"
+        log.info("%s %d commands %s", "synced" if result.synced else "kept", len(result.commands), where)
+        return result.commands
 
     async def add_cog(self, cog: commands.Cog, /, **kwargs: Any) -> None:
         await super().add_cog(cog, **kwargs)
@@ -130,14 +148,16 @@ class AtelierBot(commands.Bot):
 
 
 async def run_bot(settings: Settings, services: Any, *, cogs: Sequence[str] = COGS,
-                  notification_fallback: Any = None) -> None:
+                  notification_fallback: Any = None, force_sync: bool = False) -> None:
     """Run the bot until it is closed; startup problems raise :class:`BotStartupError` (one line).
 
-    ``notification_fallback``: a :class:`storage.outbox.Deliverer` for notifications of non-Discord users."""
+    ``notification_fallback``: a :class:`storage.outbox.Deliverer` for notifications of non-Discord users.
+    ``force_sync``: register the commands with Discord even when they did not change."""
     token = discord_token(settings)
     apply_discord_endpoints(settings)
     bot = AtelierBot(services=services, settings=settings, cogs=cogs)
     bot.notification_fallback = notification_fallback
+    bot.force_sync = force_sync
     async with bot:
         try:
             await bot.start(token)

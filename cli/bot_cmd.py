@@ -19,7 +19,10 @@ app = typer.Typer(add_completion=False)
 
 
 @app.command()
-def bot(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def bot(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+        sync: Annotated[bool, typer.Option(
+            "--sync", help="Register the slash commands with Discord even if they did not change (they are "
+                           "otherwise synced only when their definitions changed).")] = False) -> None:
     """Run the Discord bot until Ctrl-C (needs ATELIER_DISCORD_TOKEN; workers run with `atelier worker`)."""
     from bot.app import discord_token
     from storage.settings import SettingsError, load_settings
@@ -31,7 +34,7 @@ def bot(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> No
         raise fail(str(exc), as_json=False, code="settings") from None
     setup_logging(verbose)
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, force_sync=sync))
     except KeyboardInterrupt:
         pass
     except (RuntimeError, SettingsError) as exc:  # BotStartupError (wrong token, …), embedded Redis problems
@@ -43,7 +46,7 @@ def bot(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> No
             from None
 
 
-async def serve(settings: Any) -> None:
+async def serve(settings: Any, *, force_sync: bool = False) -> None:
     from bot.app import run_bot
     from storage.embedded_redis import redis_for
     from storage.jobs import attach_jobs
@@ -57,6 +60,6 @@ async def serve(settings: Any) -> None:
             if not settings.resolved_redis_url:
                 con.print(f"[dim]no ATELIER_REDIS_URL: using the embedded Redis at {url}[/]")
             await attach_jobs(services, url)
-            await run_bot(settings, services, notification_fallback=ConsoleDeliverer(con))
+            await run_bot(settings, services, notification_fallback=ConsoleDeliverer(con), force_sync=force_sync)
     finally:
         await services.aclose()

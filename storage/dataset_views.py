@@ -101,3 +101,13 @@ def dataset_info(ds: Dataset, count: int, images: list[DatasetImage] | None = No
     return DatasetInfo(id=ds.id, name=ds.name, description=ds.description, image_count=count,
                        created_at=ds.created_at, updated_at=ds.updated_at,
                        images=None if images is None else [image_info(i) for i in images])
+
+
+@dataclass(frozen=True)
+class TimedOutUpload:
+    """A DM upload session that ran out of time (for the front end to tell its owner)."""
+
+    owner_external_id: str
+    dataset: str
+    image_count: int
+    expired_at: datetime

@@ -33,6 +33,7 @@ from storage.dataset_views import (
     IncomingFile,
     LazyFile,
     ProgressFn,
+    TimedOutUpload,
     dataset_info,
     image_info,
 )
@@ -41,7 +42,7 @@ from storage.disk_quota import StorageUse, human_bytes, member_bytes
 from storage.errors import Conflict, InvalidInput, NotFound
 from storage.heavy import heavy_slot
 from storage.lint import Finding
-from storage.models import Dataset, DatasetImage, UploadSession, utcnow
+from storage.models import Dataset, DatasetImage, UploadSession, User, utcnow
 from storage.names import clean_caption, clean_text, normalize_name, text_key
 from storage.settings import Family, Settings
 
@@ -360,3 +361,22 @@ class DatasetService:
         async with self.db.transaction() as session:
             result = await session.execute(delete(UploadSession).where(UploadSession.user_id == actor.user_id))
             return result.rowcount > 0
+
+    async def take_timed_out_upload_sessions(self, limit: int = 100) -> list[TimedOutUpload]:
+        """End upload sessions whose time is up and return them, so a front end can tell their owners (each is
+        returned once: the row is deleted in the same transaction)."""
+        async with self.db.transaction() as session:
+            rows = (await session.execute(
+                select(UploadSession, Dataset, User.external_id)
+                .join(Dataset, Dataset.id == UploadSession.dataset_id).join(User, User.id == UploadSession.user_id)
+                .where(UploadSession.expires_at <= utcnow()).order_by(UploadSession.expires_at).limit(limit)
+                .with_for_update(skip_locked=True, of=UploadSession)  # two bots never announce one twice
+            )).all()
+            taken = []
+            for up, ds, external_id in rows:
+                gone = await session.execute(delete(UploadSession).where(
+                    UploadSession.user_id == up.user_id, UploadSession.expires_at == up.expires_at))
+                if gone.rowcount:  # not renewed or taken by another bot meanwhile
+                    taken.append(TimedOutUpload(external_id, ds.name, await self.count_images(session, ds.id),
+                                                up.expires_at))
+            return taken

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy import Select, and_, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,13 +21,14 @@ from storage.blob_gc import BlobCollector, element_blobs, hashes_in, tombstone
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.element_views import ElementInfo, ExportBundle, Page, ResolvedElement, element_info
-from storage.errors import Conflict, FamilyMismatch, Forbidden, InvalidInput, NotFound
+from storage.errors import Ambiguous, Conflict, FamilyMismatch, Forbidden, InvalidInput, NotFound
 from storage.models import Category, Dataset, Element, ElementStatus, Job, User, Visibility
 from storage.settings import Settings
 from trainer.prompting import MAX_LORAS, check_strengths
 
 _REF_ID = re.compile(r"^#(\d{1,12})$")
 MAX_DESCRIPTION = 500
+MAX_NAME_MATCHES = 10  # listed when a typed name matches several Elements
 
 
 def _like_escape(text: str) -> str:
@@ -65,6 +66,7 @@ class ElementService:
                    and_(Element.status == ElementStatus.READY.value, or_(*shared)))
 
     def _lookup(self, actor: Actor, ref: str) -> Select[Any]:
+        """``#id`` → that Element if visible; a name → every visible Element of that name, best tier first."""
         stmt = select(Element, User).join(User, Element.owner_id == User.id)
         ref = (ref or "").strip()
         if m := _REF_ID.match(ref):
@@ -75,18 +77,45 @@ class ElementService:
             _, key = normalize_name(ref, what="Element name", max_len=64)
         except InvalidInput:
             key = ref.casefold()
-        return stmt.where(Element.owner_id == actor.user_id, Element.name_key == key)
+        return (stmt.where(Element.name_key == key, self.visible_to(actor))
+                .order_by(self._name_tier(actor), Element.id).limit(MAX_NAME_MATCHES + 1))
+
+    @staticmethod
+    def _name_tier(actor: Actor) -> Any:
+        """How close a visible Element is to ``actor``: 0 own, 1 shared in this server, 2 public."""
+        whens: list[Any] = [(Element.owner_id == actor.user_id, 0)]
+        if actor.guild_id:
+            whens.append((and_(Element.visibility == Visibility.SERVER.value, Element.guild_id == actor.guild_id), 1))
+        return case(*whens, else_=2)
+
+    def _tier_of(self, actor: Actor, element: Element) -> int:
+        if element.owner_id == actor.user_id:
+            return 0
+        if element.visibility == Visibility.SERVER.value and element.guild_id == actor.guild_id:
+            return 1
+        return 2
 
     async def _find(self, session: AsyncSession, actor: Actor, ref: str, *, for_update: bool = False
                     ) -> tuple[Element, User]:
+        """The Element ``ref`` names for ``actor``: a typed name finds your own first, then one shared in this
+        server, then a public one; several equally close matches → :class:`Ambiguous` listing them."""
         stmt = self._lookup(actor, ref)
         if for_update:
             stmt = stmt.with_for_update(of=Element)
-        row = (await session.execute(stmt)).first()
-        if row is None:
+        rows = [(r[0], r[1]) for r in (await session.execute(stmt)).all()]
+        if not rows:
             raise NotFound(f"No Element “{ref}” that you can see.",
-                           "Check the name with /element list, or use #<id> for a shared Element.")
-        return row[0], row[1]
+                           "Check the name with /element list or /element browse, or use #<id>.")
+        best = self._tier_of(actor, rows[0][0])
+        closest = [(e, u) for e, u in rows if self._tier_of(actor, e) == best]
+        if len(closest) > 1:
+            where = "shared in this server" if best == 1 else "public"
+            listed = "; ".join(f"#{e.id} by {u.display_name or u.external_id.split(':', 1)[-1]}"
+                               for e, u in closest[:MAX_NAME_MATCHES])
+            more = " and more" if len(closest) > MAX_NAME_MATCHES else ""
+            raise Ambiguous(f"Several {where} Elements are named “{closest[0][0].name}”: {listed}{more}.",
+                            f"Use the id of the one you mean, e.g. #{closest[0][0].id}.")
+        return rows[0]
 
     async def _find_changeable(self, session: AsyncSession, actor: Actor, ref: str, *, moderation: bool
                                ) -> Element:

@@ -26,6 +26,12 @@ class NotFound(AtelierError):
     code = "not_found"
 
 
+class Ambiguous(AtelierError):
+    """A typed name matches several things the caller can see; the message lists them (with ids)."""
+
+    code = "ambiguous"
+
+
 class InvalidInput(AtelierError):
     code = "invalid"
 

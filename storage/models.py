@@ -321,3 +321,18 @@ class BlobTombstone(Base):
 
     blob_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BotState(Base):
+    """Short-lived front-end state that must survive a bot restart: a training confirmation waiting for Start,
+    the attachments of a message someone right-clicked, the hash of the last command sync. ``expires_at`` None
+    = kept until replaced."""
+
+    __tablename__ = "bot_state"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(64))  # who may use it (an external id); None = the bot
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

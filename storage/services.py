@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage.blobs import BlobStore
+from storage.bot_state import BotStateStore
 from storage.datasets import DatasetService
 from storage.db import Database
 from storage.elements import ElementService
@@ -25,6 +26,7 @@ class Services:
     elements: ElementService
     quotas: QuotaService
     guilds: GuildService
+    bot_state: BotStateStore  # front-end state that survives a restart (storage/bot_state.py)
     # Job side (storage/jobs.py, outbox.py, queue.py): attached by whoever starts the queue machinery,
     # e.g. ``services.jobs = JobService(services, ...)``; None where a process does not need them (CLI datasets).
     jobs: Any = None
@@ -59,4 +61,5 @@ async def build_services(settings: Settings, *, upgrade: bool = True) -> Service
         elements=ElementService(db, blobs, settings, guilds=guilds),
         quotas=QuotaService(db, settings),
         guilds=guilds,
+        bot_state=BotStateStore(db),
     )

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     discord_api_base: str | None = None
     discord_gateway_url: str | None = None
     dev_guild: int | None = None
+    # How often the bot announces timed-out DM upload sessions and purges expired confirmations/menu picks.
+    bot_housekeeping_seconds: float = Field(30.0, gt=0)
 
     # Uploads / ingest
     max_upload_bytes: int = Field(25 * 1024 * 1024, gt=0)

@@ -21,7 +21,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.context import actor, reply
+from bot.context import actor, defer, reply
 from bot.dataset_render import quota_text
 from storage.actors import Actor
 from storage.errors import Forbidden, InvalidInput
@@ -82,6 +82,7 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Atelier an
     banned_words = app_commands.Group(name="banned-words", description="Words prompts and names may not contain")
 
     async def _server_admin(self, interaction: discord.Interaction) -> tuple[Actor, bool]:
+        await defer(interaction)  # acknowledge before the database
         me = await actor(interaction)
         guild_admin = is_server_admin(interaction)
         if not (me.is_admin or guild_admin):
@@ -94,6 +95,7 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Atelier an
     @app_commands.describe(user="Whose slots", slots="Slots per period; leave empty to go back to the default")
     async def quota(self, interaction: discord.Interaction, user: discord.User,
                     slots: app_commands.Range[int, 0, 10_000] | None = None) -> None:
+        await defer(interaction)
         me = await actor(interaction)
         if not me.is_admin:
             raise NOT_ATELIER_ADMIN
@@ -176,6 +178,7 @@ class Quota(commands.Cog):
 
     @app_commands.command(name="quota", description="Your training slots and dataset storage: used, left, when the next slot frees")
     async def quota(self, interaction: discord.Interaction) -> None:
+        await defer(interaction)
         me = await actor(interaction)
         services = _services(self.bot)
         info = await services.quotas.remaining(me)

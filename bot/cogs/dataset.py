@@ -25,7 +25,7 @@ class Dataset(DatasetManageMixin, DatasetAddMixin, DatasetUploadMixin, commands.
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
         self.downloader = AttachmentDownloader()
-        self.pending = PendingPicks()
+        self.pending = PendingPicks(bot)
         self.add_menu = app_commands.ContextMenu(name=ADD_MENU, callback=self.add_from_message)
         super().__init__()
 

@@ -2,15 +2,17 @@
 
 The message menu answers with a select of the user's datasets. Discord puts a message's attachments in the
 context-menu interaction (even without the message-content intent, which the bot does not ask for), but a later
-REST fetch of a server message returns it without attachments; so the attachment references are kept in memory
-for a while, keyed by who asked and which message. After a restart the select falls back to fetching the
-message, which still works in DMs and for the bot's own messages (e.g. generated images).
+REST fetch of a server message returns it without attachments; so the attachment references are stored in the
+database (``bot_state``, kind ``attachment_pick``) until the pick or ``PICK_TTL_S``, keyed by who asked and which
+message: a pick made after a bot restart still works. When nothing is stored (expired), the select falls back
+to fetching the message, which still works in DMs and for the bot's own messages (e.g. generated images).
 """
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -33,7 +35,6 @@ from bot.dataset_render import add_report_embed
 from storage.errors import InvalidInput
 
 PICK_TTL_S = 15 * 60  # Discord's interaction tokens last 15 minutes; the select is useless after that
-MAX_PENDING = 2000
 IMAGE_HELP = "A PNG, JPEG or WEBP image, or a .zip of images with same-named .txt captions"
 NO_IMAGES = InvalidInput("There are no images in that message.",
                          "Right-click a message with image attachments (PNG, JPEG, WEBP) or a .zip, then "
@@ -55,28 +56,30 @@ class AttachmentRef:
 
 
 class PendingPicks:
-    """Attachments of messages someone right-clicked, waiting for them to pick a dataset (in memory, TTL)."""
+    """Attachments of messages someone right-clicked, waiting for them to pick a dataset (stored, with a TTL)."""
 
-    def __init__(self, ttl_s: float = PICK_TTL_S, max_entries: int = MAX_PENDING) -> None:
+    KIND = "attachment_pick"
+
+    def __init__(self, bot: Any, ttl_s: float = PICK_TTL_S) -> None:
+        self.bot = bot
         self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self._items: dict[tuple[int, int], tuple[float, list[AttachmentRef]]] = {}
 
-    def put(self, owner: int, message_id: int, refs: list[AttachmentRef]) -> None:
-        now = time.monotonic()
-        self._items = {k: v for k, v in self._items.items() if v[0] > now}
-        while len(self._items) >= self.max_entries:
-            self._items.pop(next(iter(self._items)))  # oldest first (dicts keep insertion order)
-        self._items[(owner, message_id)] = (now + self.ttl_s, refs)
+    @property
+    def store(self) -> Any:
+        return self.bot.services.bot_state
 
-    def get(self, owner: int, message_id: int) -> list[AttachmentRef] | None:
-        entry = self._items.get((owner, message_id))
-        if entry is None or entry[0] <= time.monotonic():
+    async def put(self, owner: int, message_id: int, refs: list[AttachmentRef]) -> None:
+        await self.store.put(self.KIND, f"{owner}:{message_id}", {"refs": [dataclasses.asdict(r) for r in refs]},
+                             ttl_s=self.ttl_s, owner=f"discord:{owner}")
+
+    async def get(self, owner: int, message_id: int) -> list[AttachmentRef] | None:
+        held = await self.store.get(self.KIND, f"{owner}:{message_id}")
+        if held is None or held.expired:
             return None
-        return entry[1]
+        return [AttachmentRef(**r) for r in held.payload.get("refs", [])]
 
-    def drop(self, owner: int, message_id: int) -> None:
-        self._items.pop((owner, message_id), None)
+    async def drop(self, owner: int, message_id: int) -> None:
+        await self.store.drop(self.KIND, f"{owner}:{message_id}")
 
 
 def image_refs(message: discord.Message) -> list[AttachmentRef]:
@@ -118,7 +121,7 @@ class DatasetAddMixin(DatasetCogBase):
             raise InvalidInput("You have no datasets yet.", "Create one with /dataset create, then try again.")
         datasets.sort(key=lambda d: d.updated_at, reverse=True)
         owner = interaction.user.id
-        self.pending.put(owner, message.id, refs)
+        await self.pending.put(owner, message.id, refs)
         select = RoutedSelect(
             custom_id=custom_id("dataset", "pick", message.channel.id, message.id, owner=owner),
             placeholder="Choose a dataset",
@@ -141,14 +144,14 @@ class DatasetAddMixin(DatasetCogBase):
         refs = await self._refs_for(owner, int(channel_id), int(message_id))
         me = await actor(interaction)
         report = await self.add_attachments(me, values[0], refs, self.caps(interaction))
-        self.pending.drop(owner, int(message_id))
+        await self.pending.drop(owner, int(message_id))
         await update(interaction, content=None, embed=add_report_embed(report), view=None)
 
     async def _refs_for(self, owner: int, channel_id: int, message_id: int) -> list[AttachmentRef]:
-        refs = self.pending.get(owner, message_id)
+        refs = await self.pending.get(owner, message_id)
         if refs is not None:
             return refs
-        # no longer in memory (restart or older than the TTL): ask Discord for the message again
+        # nothing stored (older than the TTL): ask Discord for the message again
         try:
             channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
             message = await channel.fetch_message(message_id)  # type: ignore[union-attr]

@@ -38,6 +38,7 @@ class DatasetManageMixin(DatasetCogBase):
     @app_commands.describe(name="A name you'll recognise, e.g. my-cat", description="What the images show (optional)")
     async def create(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 64],
                      description: app_commands.Range[str, 0, 1000] = "") -> None:
+        await defer(interaction)  # acknowledge before the database
         me = await actor(interaction)
         info = await self.services.datasets.create(me, name, description)
         await reply(interaction, f"✅ Created dataset {_q(info.name)}. Add images with `/dataset add`, by "
@@ -46,6 +47,7 @@ class DatasetManageMixin(DatasetCogBase):
 
     @app_commands.command(name="list", description="Your datasets and how many images each has")
     async def list_(self, interaction: discord.Interaction) -> None:
+        await defer(interaction)
         me = await actor(interaction)
         datasets = await self.services.datasets.list(me)
         if not datasets:
@@ -78,6 +80,7 @@ class DatasetManageMixin(DatasetCogBase):
     @app_commands.autocomplete(name=dataset_names)
     async def caption(self, interaction: discord.Interaction, name: str, index: app_commands.Range[int, 1, 10_000],
                       text: app_commands.Range[str, 1, 2000]) -> None:
+        await defer(interaction)
         me = await actor(interaction)
         caption = "" if text.strip() == "-" else text
         image = await self.services.datasets.set_caption(me, name, index, caption)
@@ -104,6 +107,7 @@ class DatasetManageMixin(DatasetCogBase):
     @app_commands.autocomplete(name=dataset_names)
     async def rename(self, interaction: discord.Interaction, name: str,
                      new_name: app_commands.Range[str, 1, 64]) -> None:
+        await defer(interaction)
         me = await actor(interaction)
         info = await self.services.datasets.rename(me, name, new_name)
         await reply(interaction, f"✅ Renamed {_q(name)} to {_q(info.name)}.")
@@ -112,6 +116,7 @@ class DatasetManageMixin(DatasetCogBase):
     @app_commands.describe(name="The dataset")
     @app_commands.autocomplete(name=dataset_names)
     async def delete(self, interaction: discord.Interaction, name: str) -> None:
+        await defer(interaction)
         me = await actor(interaction)
         info = await self.services.datasets.get(me, name)
         owner = interaction.user.id

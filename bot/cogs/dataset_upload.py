@@ -57,6 +57,7 @@ class DatasetUploadMixin(DatasetCogBase):
 
     @app_commands.command(name="done", description="Close your DM upload session")
     async def done(self, interaction: discord.Interaction) -> None:
+        await defer(interaction)
         me = await actor(interaction)
         await reply(interaction, await self._close_session(me))
 

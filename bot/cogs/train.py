@@ -3,8 +3,9 @@ slots left, lint warnings), then queue it when its owner presses Start.
 
 The command itself lives in the ``/element`` group (bot/cogs/element.py) and calls :func:`train_command`; the
 Start/Cancel buttons are routed components (``atelier:train:start|cancel:<token>:@<owner>``) whose pending
-request is kept here for ``CONFIRM_SECONDS``: after a restart (or once expired) a press gets a clear "run it
-again" instead of a silent failure. Progress and results arrive by DM through the outbox deliverer
+request is stored in the database (``bot_state``, kind ``train_confirm``) for ``CONFIRM_SECONDS``: Start pressed
+after a bot restart still queues it; once expired, a press says so clearly. While the bot runs, a timer also edits
+the confirmation to say it expired. Progress and results arrive by DM through the outbox deliverer
 (bot/deliverer.py), never through this interaction (its token expires after 15 minutes).
 """
 
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import secrets
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -30,8 +31,11 @@ from storage.training_preview import TrainingPreview, preview_training
 if TYPE_CHECKING:
     from bot.app import AtelierBot
 
+KIND = "train_confirm"
 CONFIRM_SECONDS = 600  # the confirmation expires well before the interaction token (15 min)
-EXPIRED = InvalidInput("This confirmation has expired (or I restarted since).", "Run /element train again.")
+EXPIRED = InvalidInput("This confirmation has expired.", "Run /element train again.")
+GONE = InvalidInput("This confirmation is no longer pending (it was used, cancelled or expired long ago).",
+                    "Run /element train again.")
 
 
 def overrides_from(*, epochs: int | None, learning_rate: float | None, rank: int | None, dora: bool | None,
@@ -45,54 +49,55 @@ def overrides_from(*, epochs: int | None, learning_rate: float | None, rank: int
     return out
 
 
-@dataclass
+@dataclasses.dataclass(frozen=True)
 class Pending:
     preview: TrainingPreview
     origin: dict[str, Any]
-    source: discord.Interaction
-    expiry: asyncio.Task[None] | None = None
 
 
 class Training(commands.Cog):
-    """Holds the confirmations waiting for Start/Cancel and handles those buttons."""
+    """Stores the confirmations waiting for Start/Cancel and handles those buttons."""
 
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
-        self.pending: dict[str, Pending] = {}
+        self._timers: dict[str, asyncio.Task[None]] = {}  # token → edits the message when it expires
 
     async def cog_unload(self) -> None:
-        for p in self.pending.values():
-            if p.expiry is not None:
-                p.expiry.cancel()
-        self.pending.clear()
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
 
-    def hold(self, interaction: discord.Interaction, preview: TrainingPreview) -> str:
+    async def hold(self, interaction: discord.Interaction, preview: TrainingPreview) -> str:
         token = secrets.token_hex(6)
-        p = Pending(preview, origin_of(interaction), interaction)
-        p.expiry = asyncio.get_running_loop().create_task(self._expire(token))
-        self.pending[token] = p
+        payload = {"preview": dataclasses.asdict(preview), "origin": origin_of(interaction)}
+        await services_of(interaction).bot_state.put(KIND, token, payload, ttl_s=CONFIRM_SECONDS,
+                                                     owner=f"discord:{interaction.user.id}")
+        self._timers[token] = asyncio.get_running_loop().create_task(self._expire(token, interaction))
         return token
 
-    def take(self, token: str) -> Pending:
+    async def take(self, interaction: discord.Interaction, token: str) -> Pending:
         """The pending request (once: a double click finds nothing the second time)."""
-        p = self.pending.pop(token, None)
-        if p is None:
+        timer = self._timers.pop(token, None)
+        if timer is not None and timer is not asyncio.current_task():
+            timer.cancel()
+        held = await services_of(interaction).bot_state.take(KIND, token)
+        if held is None:
+            raise GONE
+        if held.expired:
             raise EXPIRED
-        if p.expiry is not None and p.expiry is not asyncio.current_task():
-            p.expiry.cancel()
-        return p
+        return Pending(TrainingPreview(**held.payload["preview"]), dict(held.payload.get("origin") or {}))
 
-    async def _expire(self, token: str) -> None:
+    async def _expire(self, token: str, source: discord.Interaction) -> None:
         await asyncio.sleep(CONFIRM_SECONDS)
-        p = self.pending.pop(token, None)
-        if p is not None:
-            with contextlib.suppress(discord.HTTPException):
-                await p.source.edit_original_response(
-                    content="⌛ This confirmation expired; run /element train again to start.", view=None)
+        self._timers.pop(token, None)
+        with contextlib.suppress(discord.HTTPException):
+            await source.edit_original_response(
+                content="⌛ This confirmation expired; run /element train again to start.", view=None)
 
     @component("train", "start")
     async def start(self, interaction: discord.Interaction, token: str) -> None:
-        held = self.take(token)
+        await defer(interaction, thinking=False)  # acknowledge before the database
+        held = await self.take(interaction, token)
         p = held.preview
         await update(interaction, f"🚀 Queuing “{escape(p.name)}”…", view=None)
         try:
@@ -115,7 +120,9 @@ class Training(commands.Cog):
 
     @component("train", "cancel")
     async def cancel(self, interaction: discord.Interaction, token: str) -> None:
-        self.take(token)
+        await defer(interaction, thinking=False)
+        with contextlib.suppress(AtelierError):  # cancelling what expired or was used already is still "nothing"
+            await self.take(interaction, token)
         await update(interaction, "Cancelled — nothing was queued.", embed=None, view=None)
 
 
@@ -134,7 +141,7 @@ async def train_command(interaction: discord.Interaction, *, dataset: str, name:
     flow = interaction.client.get_cog("Training")  # type: ignore[attr-defined]
     if flow is None:
         raise RuntimeError("the bot.cogs.train extension is not loaded")
-    token = flow.hold(interaction, preview)
+    token = await flow.hold(interaction, preview)
     owner = interaction.user.id
     view = routed_view(
         button("Start", custom_id("train", "start", token, owner=owner), style=discord.ButtonStyle.success,

@@ -80,26 +80,44 @@ async def bot_harness(services: Any = None, settings: Settings | None = None, *,
 
 
 @asynccontextmanager
+async def bot_on(emu: DiscordEmulator, services: Any = None, settings: Settings | None = None, *,
+                 cogs: Sequence[str] = COGS, dev_guild: bool = True, startup_timeout: float = 15.0,
+                 force_sync: bool = False) -> AsyncIterator[AtelierBot]:
+    """A bot process on an already running emulator, e.g. the one after a restart::
+
+        async with bot_harness(services, settings) as (emu, bot):
+            ...
+            await bot.close()                                   # the first process goes away
+            async with bot_on(emu, services, settings) as bot:  # …and a new one starts on the same database
+                ...
+    """
+    bot_settings = emulator_settings(emu, settings, dev_guild=dev_guild)
+    bot = AtelierBot(services=services, settings=bot_settings, cogs=cogs, guild_ready_timeout=0.05)
+    bot.force_sync = force_sync
+    async with bot:
+        runner = asyncio.create_task(bot.start(emu.token), name="atelier-bot")
+        runner.add_done_callback(lambda task: _note_crash(emu, task))
+        try:
+            await _wait_ready(bot, runner, emu, startup_timeout)
+            yield bot
+        finally:
+            await bot.close()
+            await asyncio.gather(runner, return_exceptions=True)
+
+
+@asynccontextmanager
 async def _running(emu: DiscordEmulator, services: Any, settings: Settings | None, cogs: Sequence[str],
                    dev_guild: bool, strict: bool, startup_timeout: float
                    ) -> AsyncIterator[tuple[DiscordEmulator, AtelierBot]]:
     async with emu:
-        bot_settings = emulator_settings(emu, settings, dev_guild=dev_guild)
-        bot = AtelierBot(services=services, settings=bot_settings, cogs=cogs, guild_ready_timeout=0.05)
         errors = _ErrorLog(emu)
         loggers = [logging.getLogger(name) for name in WATCHED_LOGGERS]
         for logger in loggers:
             logger.addHandler(errors)
         try:
-            async with bot:
-                runner = asyncio.create_task(bot.start(emu.token), name="atelier-bot")
-                runner.add_done_callback(lambda task: _note_crash(emu, task))
-                try:
-                    await _wait_ready(bot, runner, emu, startup_timeout)
-                    yield emu, bot
-                finally:
-                    await bot.close()
-                    await asyncio.gather(runner, return_exceptions=True)
+            async with bot_on(emu, services, settings, cogs=cogs, dev_guild=dev_guild,
+                              startup_timeout=startup_timeout) as bot:
+                yield emu, bot
         finally:
             for logger in loggers:
                 logger.removeHandler(errors)

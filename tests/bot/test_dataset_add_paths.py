@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from aiohttp import web
+from sqlalchemy import update
 
 from bot.attachments import AttachmentDownloader, SizeCaps
 from bot.cogs.dataset_add import PendingPicks
-from tests.bot.dataset_world import World, dataset_world
+from storage.models import UploadSession, utcnow
+from tests.bot.dataset_world import COGS, World, dataset_world
+from tests.bot.harness import bot_on
 from tests.bot.images import jpeg, pixel_bomb_png, png, slip_only_zip, text_renamed_png, zip_of
 from tests.discord_emulator import UsageError
 
@@ -45,22 +49,31 @@ async def test_message_menu_adds_the_images_of_any_message(world: World) -> None
     assert "#1 a.png" in picker.text() and "#2 b.jpg" in picker.text()
     assert await world.count(alice, "cats") == 2 and await world.count(alice, "dogs") == 0
 
-    # after a restart the remembered attachments are gone: the bot asks Discord for the message again
-    picker = await (await emu.context_menu(alice, "Add to dataset", post)).reply()
-    world.bot.get_cog("Dataset").pending = PendingPicks()  # type: ignore[union-attr]
-    await (await emu.select(alice, picker, picker.custom_ids[0], ["dogs"])).reply()
-    assert picker.embeds[0]["title"] == "📥 dogs: 2 added"
-    picker = await (await emu.context_menu(alice, "Add to dataset", post)).reply()
-    world.bot.get_cog("Dataset").pending = PendingPicks()  # type: ignore[union-attr]
-    emu.state.messages[post.id].deleted = True  # …and when the message is gone meanwhile, says what to do
-    expired = await (await emu.select(alice, picker, picker.custom_ids[0], ["dogs"])).reply()
-    assert expired.ephemeral and expired.content.startswith("❌ This menu has expired.")
-
     plain = await emu.send_message(bob, "gallery", "just words")
     nothing = await (await emu.context_menu(alice, "Add to dataset", plain)).reply()
     assert nothing.ephemeral and nothing.content.startswith("❌ There are no images in that message.")
     no_datasets = await (await emu.context_menu(carol, "Add to dataset", post)).reply()
     assert no_datasets.content.startswith("❌ You have no datasets yet.") and "/dataset create" in no_datasets.content
+
+    # the attachments are stored with the pick: after a bot restart it still works, with the message gone meanwhile
+    more = await emu.send_message(bob, "gallery", "more", [emu.upload("c.png", png(3)), emu.upload("d.png", png(4))])
+    picker = await (await emu.context_menu(alice, "Add to dataset", more)).reply()
+    emu.state.messages[more.id].deleted = True
+    later = await (await emu.context_menu(alice, "Add to dataset", post)).reply()
+    await world.bot.close()
+    async with bot_on(emu, world.services, world.bot.settings, cogs=COGS):
+        await (await emu.select(alice, picker, picker.custom_ids[0], ["dogs"])).reply()
+        assert picker.embeds[0]["title"] == "📥 dogs: 2 added" and "c.png" in picker.text()
+        # once the stored pick has expired the bot asks Discord for the message again…
+        await world.services.bot_state.drop(PendingPicks.KIND, f"{alice.id}:{post.id}")
+        await (await emu.select(alice, later, later.custom_ids[0], ["dogs"])).reply()
+        assert later.embeds[0]["title"] == "📥 dogs: 2 added"
+        # …and when that message is gone too, says what to do
+        third = await (await emu.context_menu(alice, "Add to dataset", post)).reply()
+        await world.services.bot_state.drop(PendingPicks.KIND, f"{alice.id}:{post.id}")
+        emu.state.messages[post.id].deleted = True
+        expired = await (await emu.select(alice, third, third.custom_ids[0], ["dogs"])).reply()
+        assert expired.ephemeral and expired.content.startswith("❌ This menu has expired.")
 
 
 async def test_zip_attachment_is_imported_with_captions_by_content(world: World) -> None:
@@ -159,6 +172,28 @@ async def test_dm_upload_session_adds_each_message_until_done(world: World) -> N
     shut = await world.ds_reply(bob, "upload", name="dogs")
     assert shut.content.startswith("❌ I can't send you direct messages") and "Privacy Settings" in shut.content
     assert await world.services.datasets.upload_session(await world.actor(bob)) is None
+
+
+async def test_a_timed_out_upload_session_is_announced_in_the_dm_once(bot_harness, make_settings, database_url
+                                                                       ) -> None:
+    async with dataset_world(bot_harness, make_settings, database_url, bot_housekeeping_seconds=0.2) as world:
+        emu, alice = world.emu, world.emu.user("alice")
+        await world.ds_reply(alice, "create", name="cats")
+        await world.ds_reply(alice, "upload", name="cats", minutes=1)
+        mark = emu.mark()
+        await emu.send_dm(alice, "", [emu.upload("dm1.png", png(30))])
+        await emu.wait_for_message(alice, lambda m: bool(m.embeds), after=mark)
+        async with world.services.db.transaction() as session:  # a minute later
+            await session.execute(update(UploadSession).values(expires_at=utcnow() - timedelta(seconds=1)))
+        timed_out = await emu.wait_for_message(alice, lambda m: "timed out" in m.content, after=mark)
+        assert "“cats” timed out; the dataset has 1 image" in timed_out.content and "/dataset upload" in timed_out.content
+        assert await world.bot.housekeeping.run_once() == 0  # told once: the session ended as it was announced
+        assert [m for m in emu.messages(alice) if "timed out" in m.content] == [timed_out]
+        mark = emu.mark()
+        await emu.send_dm(alice, "", [emu.upload("late.png", png(31))])
+        late = await emu.wait_for_message(alice, after=mark)
+        assert late.content.startswith("❌ You have no upload session open.")
+        assert await world.count(alice, "cats") == 1
 
 
 @dataclass

@@ -157,3 +157,18 @@ async def test_atelier_bot_command(job_settings, tmp_path) -> None:
             rc = await asyncio.wait_for(proc.wait(), 30)
         log = (await output).decode(errors="replace")
         assert rc == 0, log[-3000:]
+
+        # the definitions did not change, so a restart would not sync them; `--sync` forces it
+        assert emu.state.command_puts == [emu.guild_id]
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "cli.main", "bot", "--sync", cwd=ROOT,
+                                                    env=env, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT)
+        output = asyncio.create_task(proc.stdout.read())  # type: ignore[union-attr]
+        try:
+            await emu.state.changes.wait_for(lambda: len(emu.state.command_puts) == 2, 60,
+                                             lambda: "the forced sync" + emu.state.recent_problems())
+        finally:
+            proc.send_signal(signal.SIGINT)
+            rc = await asyncio.wait_for(proc.wait(), 30)
+        log = (await output).decode(errors="replace")
+        assert rc == 0, log[-3000:]

@@ -3,11 +3,13 @@ services; training results are produced through the real job transitions (tests/
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
 
-from storage.models import Element, Job
+from storage.models import BotState, Element, Job, utcnow
+from tests.bot.harness import bot_on
 from tests.bot.stack import *  # noqa: F403
 from tests.bot.stack import fake_training_run, wait_for
 
@@ -66,14 +68,28 @@ async def test_train_confirmation_then_start(bot_harness, job_services, job_sett
         await (await emu.click(alice, again, again.buttons[1]["custom_id"])).reply()
         assert again.content == "Cancelled — nothing was queued." and len(await train_jobs(job_services)) == 1
 
-        # after a restart the pending request is gone: Start says so instead of failing silently
-        stale = await (await emu.slash(alice, "element", "train", options={
+        # the pending request survives a restart of the bot: Start pressed on the new process still queues it;
+        # once it has expired, Start says so
+        pending = await (await emu.slash(alice, "element", "train", options={
             "dataset": "shapes", "name": "Other", "category": "style", "base": "tiny-sd15", "trigger": "zqxother"})
         ).reply()
-        bot.get_cog("Training").pending.clear()
-        expired = await (await emu.click(alice, stale, stale.buttons[0]["custom_id"])).reply()
-        assert expired.ephemeral and "expired (or I restarted since)" in expired.content
-        assert len(await train_jobs(job_services)) == 1
+        stale = await (await emu.slash(alice, "element", "train", options={
+            "dataset": "shapes", "name": "Third", "category": "style", "base": "tiny-sd15", "trigger": "zqxthird"})
+        ).reply()
+        puts = len(emu.state.command_puts)
+        await bot.close()
+        async with bot_on(emu, job_services, job_settings):
+            assert len(emu.state.command_puts) == puts  # unchanged definitions: not synced again
+            await (await emu.click(alice, pending, pending.buttons[0]["custom_id"])).reply()
+            await wait_for(lambda: "Queued “Other”" in pending.content, 10, "the training to be queued")
+            async with job_services.db.transaction() as s:  # ten minutes later
+                await s.execute(update(BotState).where(BotState.kind == "train_confirm")
+                                .values(expires_at=utcnow() - timedelta(seconds=1)))
+            expired = await (await emu.click(alice, stale, stale.buttons[0]["custom_id"])).reply()
+            assert expired.ephemeral and "This confirmation has expired" in expired.content
+            twice = await (await emu.click(alice, stale, stale.buttons[0]["custom_id"])).reply()
+            assert "no longer pending" in twice.content
+        assert [j.payload["element_name"] for j in await train_jobs(job_services)] == ["Inkwash", "Other"]
 
 
 async def test_list_info_share_browse_export_delete(bot_harness, job_services, job_settings, seed_dataset

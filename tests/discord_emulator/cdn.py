@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from .faults import Faults
 from .httputil import UploadedFile, invalid_form
 from .state import Attachment, State
 
@@ -74,11 +75,23 @@ def attachments_from_body(state: State, payload: dict[str, Any], files: list[Upl
     return result
 
 
-def add_cdn_routes(app: web.Application, state: State) -> None:
-    async def serve(request: web.Request) -> web.Response:
+def add_cdn_routes(app: web.Application, state: State, faults: Faults) -> None:
+    async def serve(request: web.Request) -> web.StreamResponse:
         att = state.attachments.get(int(request.match_info["attachment_id"]))
         if att is None or att.filename != request.match_info["filename"]:
             return web.Response(status=404, text="Not Found")
-        return web.Response(body=att.data, content_type=att.content_type or "application/octet-stream")
+        ctype = att.content_type or "application/octet-stream"
+        if faults.cdn_delay_s <= 0:
+            return web.Response(body=att.data, content_type=ctype)
+        # a slow CDN: the body trickles out in pieces over cdn_delay_s seconds
+        resp = web.StreamResponse(headers={"Content-Type": ctype, "Content-Length": str(att.size)})
+        await resp.prepare(request)
+        pieces = 8
+        step = max(1, -(-att.size // pieces))
+        for start in range(0, att.size, step):
+            await faults.cdn_pause(pieces)
+            await resp.write(att.data[start:start + step])
+        await resp.write_eof()
+        return resp
 
     app.router.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", serve)

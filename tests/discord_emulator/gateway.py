@@ -1,10 +1,15 @@
 """Gateway websocket: HELLO, heartbeat ACKs, IDENTIFY → READY + GUILD_CREATE, RESUME → RESUMED, dispatches.
 
+Faults: op 7 (:meth:`Gateway.request_reconnect`), op 9 (:meth:`Gateway.invalidate`), a dropped TCP connection
+(:meth:`Gateway.drop`) and a reconnect held at the door (:meth:`Gateway.hold`: new sockets wait before HELLO, so a
+test can act while the bot is between connections; events meanwhile are buffered and replayed on RESUME).
+
 Frames are plain text JSON; discord.py only decompresses binary frames, so ``compress=…`` is ignored.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -42,6 +47,8 @@ class GatewayStats:
     identifies: int = 0
     resumes: int = 0
     heartbeats: int = 0
+    invalidations: int = 0  # op 9 sent
+    drops: int = 0  # sockets cut without a close frame
     closes: list[int] = field(default_factory=list)  # close codes the emulator sent
 
 
@@ -56,15 +63,27 @@ class Gateway:
         self.stats = GatewayStats()
         self.url = ""  # ws://127.0.0.1:<port>/gateway, set once the server listens
         self._sockets: set[web.WebSocketResponse] = set()
+        self._transports: dict[web.WebSocketResponse, object] = {}
+        self._open_door = asyncio.Event()
+        self._open_door.set()
+        self.waiting_at_door = 0  # connections held by hold()
 
     @property
     def connected(self) -> bool:
         return self.current is not None and self.current.ws is not None and not self.current.ws.closed
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        if not self._open_door.is_set():
+            self.waiting_at_door += 1
+            self.state.changes.notify()
+            try:
+                await self._open_door.wait()
+            finally:
+                self.waiting_at_door -= 1
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
         self._sockets.add(ws)
+        self._transports[ws] = request.transport
         self.stats.connections += 1
         session: Session | None = None
         try:
@@ -89,6 +108,7 @@ class Gateway:
             self.state.internal_errors.append(f"gateway: {exc!r}")
         finally:
             self._sockets.discard(ws)
+            self._transports.pop(ws, None)
             if session is not None and session.ws is ws:
                 session.ws = None
             self.state.changes.notify()
@@ -158,7 +178,37 @@ class Gateway:
         assert self.current is not None and self.current.ws is not None
         await self._send(self.current.ws, {"op": 7, "d": None})
 
+    async def invalidate(self, *, resumable: bool = False) -> None:
+        """Send op 9. ``resumable=False`` forgets the session (what it missed is lost, as on Discord)."""
+        if not self.connected:
+            raise RuntimeError("the bot is not connected to the gateway")
+        assert self.current is not None and self.current.ws is not None
+        session, ws = self.current, self.current.ws
+        if not resumable:
+            self.sessions.pop(session.id, None)
+        self.stats.invalidations += 1
+        await self._send(ws, {"op": 9, "d": resumable})
+
+    def drop(self) -> None:
+        """Cut the current socket's TCP connection: no close frame, the client sees an abnormal close."""
+        if not self.connected:
+            raise RuntimeError("the bot is not connected to the gateway")
+        assert self.current is not None and self.current.ws is not None
+        transport = self._transports.get(self.current.ws)
+        if transport is None:
+            raise RuntimeError("no transport for the current socket")
+        self.stats.drops += 1
+        transport.abort()  # type: ignore[attr-defined]
+
+    def hold(self) -> None:
+        """New gateway connections wait (before HELLO) until :meth:`release`."""
+        self._open_door.clear()
+
+    def release(self) -> None:
+        self._open_door.set()
+
     async def close_all(self) -> None:
+        self.release()
         for ws in list(self._sockets):
             await ws.close(code=1001)
 

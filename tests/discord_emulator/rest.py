@@ -113,6 +113,7 @@ class RestApi:
                 stored["guild_id"] = str(guild_id)
             synced.append(stored)
         self.state.commands[guild_id] = synced
+        self.state.command_puts.append(guild_id)
         self.state.changes.notify()
         return json_response(synced)
 

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from .cdn import add_cdn_routes
 from .driver import Driver
+from .faults import Faults
 from .gateway import Gateway
 from .httputil import DiscordError, json_response
 from .rest import RestApi
@@ -32,6 +33,7 @@ class DiscordEmulator(Driver):
                  max_body_bytes: int = 512 * 1024 * 1024) -> None:
         self.state = State(token=token, users=users, channels=channels)
         self.gateway = Gateway(self.state, allow_privileged_intents=allow_privileged_intents)
+        self.faults = Faults()  # 429s, 5xx, slow CDN: off until a test switches them on
         self.default_timeout = default_timeout
         self._rest = RestApi(self.state, self.gateway)
         self._webhooks = WebhookApi(self.state, self.gateway, callback_deadline_s=callback_deadline_s)
@@ -45,7 +47,7 @@ class DiscordEmulator(Driver):
         app = web.Application(client_max_size=self._max_body_bytes, middlewares=[self._middleware])
         self._rest.add_routes(app)
         self._webhooks.add_routes(app)
-        add_cdn_routes(app, self.state)
+        add_cdn_routes(app, self.state, self.faults)
         app.router.add_get("/gateway", self.gateway.handle)
         app.router.add_route("*", "/{tail:.*}", self._unknown_route)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -108,6 +110,23 @@ class DiscordEmulator(Driver):
         await self.state.changes.wait_for(lambda: self.gateway.stats.resumes > resumes and self.gateway.connected,
                                           timeout or self.default_timeout, lambda: "the bot to RESUME")
 
+    async def drop_socket(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - timeout is part of the test API
+        """Cut the gateway TCP connection without a close frame (a network drop); wait until the bot RESUMEs."""
+        resumes = self.gateway.stats.resumes
+        self.gateway.drop()
+        await self.state.changes.wait_for(lambda: self.gateway.stats.resumes > resumes and self.gateway.connected,
+                                          timeout or self.default_timeout, lambda: "the bot to RESUME after a drop")
+
+    async def invalidate_session(self, *, resumable: bool = False, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Send op 9. Not resumable: the session and the events it missed are gone and the bot IDENTIFYs anew
+        (waited for); resumable: the bot RESUMEs."""
+        identifies, resumes = self.gateway.stats.identifies, self.gateway.stats.resumes
+        await self.gateway.invalidate(resumable=resumable)
+        await self.state.changes.wait_for(
+            lambda: self.gateway.connected and (self.gateway.stats.resumes > resumes if resumable
+                                                else self.gateway.stats.identifies > identifies),
+            timeout or self.default_timeout, lambda: "the bot to reconnect after op 9")
+
     # -- HTTP plumbing ---------------------------------------------------------------------------------------
 
     @web.middleware
@@ -117,7 +136,13 @@ class DiscordEmulator(Driver):
             if path.startswith("/api/") and not path.startswith(UNAUTHENTICATED):
                 if request.headers.get("Authorization") != f"Bot {self.state.token}":
                     raise DiscordError(401, 0, "401: Unauthorized")
-            return await handler(request)
+            fault, bucket_headers = self.faults.answer(request.method, path)
+            if fault is not None:
+                self.state.changes.notify()
+                return fault
+            response = await handler(request)
+            response.headers.update(bucket_headers)
+            return response
         except DiscordError as err:
             self.state.reject(f"{request.method} {path} → {err.status} {err.code} {err.message}"
                               + (f" {err.errors}" if err.errors else ""))

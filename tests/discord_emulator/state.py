@@ -288,6 +288,7 @@ class State:
         self.messages: dict[int, Message] = {}
         self.attachments: dict[int, Attachment] = {}
         self.commands: dict[int | None, list[dict[str, Any]]] = {}  # guild id (None = global) → synced commands
+        self.command_puts: list[int | None] = []  # the scope of every bulk command sync (PUT), in order
         self.interactions: dict[int, Interaction] = {}
         self.changes = Changes()
         self.rejections: list[str] = []  # every 4xx the emulator answered, for failure messages

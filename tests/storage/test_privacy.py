@@ -64,8 +64,7 @@ async def test_public_element_is_usable_but_not_changeable_by_others(services, a
     el = await ready_element(services, alice, "Inkwash", "inkwash", visibility=Visibility.PUBLIC)
     seen = await services.elements.get(bob, f"#{el.id}")
     assert seen.owner_name == "Alice" and not seen.is_own
-    with pytest.raises(NotFound):
-        await services.elements.get(bob, "Inkwash")  # bare names only resolve to your own Elements
+    assert (await services.elements.get(bob, "Inkwash")).id == el.id  # a typed name finds public ones too
     with pytest.raises(Forbidden):
         await services.elements.share(bob, f"#{el.id}", "private")
     with pytest.raises(Forbidden):
