@@ -62,7 +62,8 @@ async def test_generation_runs_during_training_then_cancel_stops_it(services, ac
     assert kinds["training_cancelled"] == 1 and kinds["training_failed"] == 0 and kinds["training_finished"] == 0
     async with services.db.read() as s:
         assert (await s.get(Element, info.element_id)).status == "failed"
-    assert not (settings.data_dir / "work" / "jobs" / str(info.id)).exists()
+    # The folder goes right after the outcome is recorded; under load a moment later.
+    await wait_for(lambda: not (settings.data_dir / "work" / "jobs" / str(info.id)).exists(), 30, "the job folder to go")
     assert "Traceback" not in worker.output()
 
 
