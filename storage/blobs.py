@@ -94,7 +94,8 @@ class BlobStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BlobStore:
-        return cls(settings.resolved_blob_url, cache_dir=settings.data_dir / "cache" / "blobs")
+        return cls(settings.resolved_blob_url, cache_dir=settings.data_dir / "cache" / "blobs",
+                   storage_options=settings.blob_options)
 
     def __repr__(self) -> str:
         return f"BlobStore({self.url!r})"

@@ -1,4 +1,5 @@
-"""Blob store: content addressing, atomic idempotent writes, hash validation, local and fsspec (memory://)."""
+"""Blob store: content addressing, atomic idempotent writes, hash validation, local and fsspec (memory://, and
+S3 on a moto server with ``ATELIER_TEST_S3=1 … -m s3``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from storage.blobs import BlobNotFound, BlobStore, validate_hash
 from storage.errors import InvalidInput, NotFound
 from storage.settings import load_settings
+from tests.s3_server import s3_selected
 
 BAD_HASHES = ["../../etc/passwd", "A" * 64, "a" * 63, "a" * 65, "g" * 64, "", "/" + "a" * 63, "a" * 62 + "/."]
 
@@ -21,8 +23,13 @@ def files_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
-@pytest.fixture
-def memory_store(tmp_path: Path) -> BlobStore:
+@pytest.fixture(params=["memory", *([pytest.param("s3", marks=pytest.mark.s3)] if s3_selected() else [])])
+def memory_store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    """A remote (non-local) store: fsspec's memory filesystem, or a fresh bucket on the moto S3 server."""
+    if request.param == "s3":
+        server = request.getfixturevalue("moto_server")
+        return BlobStore(f"s3://{server.new_bucket()}/blobs", cache_dir=tmp_path / "cache",
+                         storage_options=server.options())
     return BlobStore(f"memory://blobs-{uuid.uuid4().hex}", cache_dir=tmp_path / "cache")
 
 
