@@ -86,3 +86,22 @@ def test_restore_cut_short_leaves_no_checkpoint(store: tuple[str, dict[str, Any]
     with pytest.raises(FileNotFoundError):
         mirror.restore(tmp_path / "b", "fp-1", local_epoch=0)
     assert [p.name for p in (tmp_path / "b" / "checkpoints").iterdir()] == []
+
+
+def test_worker_check_reports_the_checkpoint_store(store: tuple[str, dict[str, Any]], tmp_path: Path) -> None:
+    """`atelier worker --check` says where a crashed training resumes from, and whether that store works."""
+    from cli.worker_cmd import _check_checkpoints
+    from storage.settings import load_settings
+
+    local = load_settings(data_dir=tmp_path)
+    ok, detail = _check_checkpoints(local)
+    assert ok and "work dir only" in detail
+    url, options = store
+    ok, detail = _check_checkpoints(load_settings(data_dir=tmp_path, checkpoint_url=url, checkpoint_options=options))
+    assert ok and detail == url
+    if url.startswith("s3://"):  # the blob store's bucket is the default
+        derived = load_settings(data_dir=tmp_path, blob_url=url.rsplit("/", 1)[0], blob_options=options)
+        assert derived.checkpoint_store == (url, options)
+        bad = {**options, "endpoint_url": "http://127.0.0.1:9"}  # nothing listens there
+        ok, detail = _check_checkpoints(load_settings(data_dir=tmp_path, checkpoint_url=url, checkpoint_options=bad))
+        assert not ok and url in detail
