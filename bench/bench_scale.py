@@ -1,7 +1,7 @@
 """Scale-out bench: a stream of tiny generation jobs through 1, 2 and 4 ``atelier worker`` processes.
 
-    python bench/bench_scale.py [--jobs 24] [--workers 1,2,4] [--database-url postgresql+asyncpg://…/db]
-                                [--redis-url redis://127.0.0.1:6379/9] [--steps 2] [--models-dir DIR]
+    python bench/bench_scale.py [--jobs 24] [--workers 1,2,4] [--rounds 1] [--steps 2] [--models-dir DIR]
+                                [--database-url postgresql+asyncpg://…/db] [--redis-url redis://127.0.0.1:6379/9]
 
 Everything real: ``atelier worker --queues generate`` subprocesses (the same command a GPU box runs) on one
 Redis (embedded unless ``--redis-url``) and one database (SQLite in WAL mode, or a fresh schema on the PostgreSQL
@@ -52,10 +52,11 @@ class Counters:
         self.redis = 0
         self.enabled = True
 
-    def install(self) -> Counters:
+    def install(self, pre_ping: bool) -> Counters:
         from redis.asyncio.connection import AbstractConnection
         from sqlalchemy import event
         from sqlalchemy.engine import Engine
+        from sqlalchemy.pool import Pool
 
         def sql(*_: Any, **__: Any) -> None:
             if self.enabled:
@@ -63,6 +64,8 @@ class Counters:
 
         for name in ("begin", "commit", "rollback", "before_cursor_execute"):
             event.listen(Engine, name, sql)
+        if pre_ping:  # storage.db pings a PostgreSQL connection at each checkout (pool_pre_ping)
+            event.listen(Pool, "checkout", sql)
         send = AbstractConnection.send_packed_command
 
         async def counted(conn: Any, command: Any, check_health: bool = True) -> None:
@@ -82,7 +85,7 @@ class Counters:
 
 def as_worker(stats_file: str, worker_args: list[str]) -> None:
     """``atelier worker …`` with counters: SIGUSR1 resets them, SIGUSR2 writes them to ``stats_file``."""
-    counters = Counters().install()
+    counters = Counters().install(os.environ.get("ATELIER_DATABASE_URL", "").startswith("postgresql"))
     signal.signal(signal.SIGUSR1, lambda *_: counters.reset())
 
     def dump(*_: Any) -> None:
@@ -139,12 +142,12 @@ class WorkerPool:
                 p.wait()
 
 
-async def wait_done(services: Any, ids: list[int], timeout: float = 900) -> list[Any]:
+async def wait_done(services: Any, ids: list[int], limit_s: float = 900) -> list[Any]:
     from sqlalchemy import select
 
     from storage.models import Job
 
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit_s
     while True:
         async with services.db.read() as s:
             rows = list((await s.execute(select(Job).where(Job.id.in_(ids)))).scalars())
@@ -170,7 +173,8 @@ async def request(services: Any, actor: Any, counters: Counters, n: int, tag: st
 
 
 async def one_round(n_workers: int, services: Any, actor: Any, counters: Counters, env: dict[str, str],
-                    root: Path, jobs: int, steps: int, idle_s: float) -> dict[str, Any]:
+                    root: Path, jobs: int, steps: int, idle_s: float, connections: Any) -> dict[str, Any]:
+    before = await connections()
     pool = WorkerPool(n_workers, env, root)
     try:
         # Warm-up: every worker loads its pipeline (jobs go to whichever polls first: give each a few).
@@ -185,6 +189,7 @@ async def one_round(n_workers: int, services: Any, actor: Any, counters: Counter
         rows = await wait_done(services, ids)
         wall = time.perf_counter() - t0
         work = await pool.read_stats()
+        conns = await connections()
     finally:
         pool.stop()
     service = [(r.finished_at - r.started_at).total_seconds() for r in rows]
@@ -193,7 +198,8 @@ async def one_round(n_workers: int, services: Any, actor: Any, counters: Counter
             "size": f"{rows[0].payload.get('width')}×{rows[0].payload.get('height')}",
             "req_sql": counters.sql / jobs, "req_redis": counters.redis / jobs,
             "wrk_sql": work["sql"] / jobs, "wrk_redis": work["redis"] / jobs,
-            "idle_sql_s": idle["sql"] / idle_s / n_workers, "idle_redis_s": idle["redis"] / idle_s / n_workers}
+            "idle_sql_s": idle["sql"] / idle_s / n_workers, "idle_redis_s": idle["redis"] / idle_s / n_workers,
+            "conns": None if conns is None else (conns - before) / n_workers}
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -203,11 +209,11 @@ async def main(args: argparse.Namespace) -> None:
     from storage.services import build_services
     from storage.settings import Settings
 
-    counters = Counters().install()
+    counters = Counters().install(bool(args.database_url))
     counters.enabled = False
     root = Path(tempfile.mkdtemp(prefix="atelier-bench-scale-"))
     models = Path(args.models_dir) if args.models_dir else root / "models"
-    db_url, drop = await database(args.database_url, root)
+    db_url, drop, connections = await database(args.database_url, root)
     try:
         async with redis_for(args.redis_url, root) as redis_url:
             settings = Settings(_env_file=None, data_dir=root / "data", database_url=db_url, redis_url=redis_url,
@@ -223,8 +229,12 @@ async def main(args: argparse.Namespace) -> None:
             kind = "PostgreSQL" if db_url.startswith("postgresql") else "SQLite (WAL)"
             print(f"tiny-sd15 generation ({args.steps} steps), CPU, {os.cpu_count()} cores; "
                   f"{args.jobs} jobs per round; {kind}; Redis {'embedded' if not args.redis_url else 'external'}\n")
-            rows = [await one_round(n, services, actor, counters, env, root, args.jobs, args.steps, args.idle)
-                    for n in args.workers]
+            runs: dict[int, list[dict[str, Any]]] = {n: [] for n in args.workers}
+            for _ in range(args.rounds):  # interleaved: a load drift on the machine hits every worker count
+                for n in args.workers:
+                    runs[n].append(await one_round(n, services, actor, counters, env, root, args.jobs, args.steps,
+                                                   args.idle, connections))
+            rows = [median_run(runs[n]) for n in args.workers]
             await services.aclose()
     finally:
         await drop()
@@ -232,35 +242,43 @@ async def main(args: argparse.Namespace) -> None:
     print(f"image size {rows[0]['size']} px")
     print(f"{'workers':>7} {'jobs/s':>7} {'speed-up':>8} {'per worker':>10} {'service':>8} {'used':>4} │"
           f" {'request SQL':>11} {'request Redis':>13} │ {'worker SQL':>10} {'worker Redis':>12} │"
-          f" {'idle SQL/s':>10} {'idle Redis/s':>12}")
+          f" {'idle SQL/s':>10} {'idle Redis/s':>12} │ {'PG conns':>8}")
     for r in rows:
         speed = r["jobs_per_s"] / rows[0]["jobs_per_s"]
         print(f"{r['workers']:>7} {r['jobs_per_s']:>7.2f} {speed:>7.2f}× {r['jobs_per_s'] / r['workers'] / base:>9.0%}"
               f" {r['service_median']:>7.2f}s {r['by_worker']:>4} │ {r['req_sql']:>11.1f} {r['req_redis']:>13.1f} │"
-              f" {r['wrk_sql']:>10.1f} {r['wrk_redis']:>12.1f} │ {r['idle_sql_s']:>10.1f} {r['idle_redis_s']:>12.1f}")
+              f" {r['wrk_sql']:>10.1f} {r['wrk_redis']:>12.1f} │ {r['idle_sql_s']:>10.1f} {r['idle_redis_s']:>12.1f}"
+              f" │ {'—' if r['conns'] is None else format(r['conns'], '.1f'):>8}")
     print("\nspeed-up: jobs/s over the 1-worker round; per worker: speed-up ÷ workers; service: median started →"
           " finished;\nused: workers that ran a measured job; SQL/Redis per job: round trips (worker side summed"
           " over all workers,\nincluding arq's polling while jobs wait); idle: per worker per second with nothing"
-          " queued.")
+          " queued;\nPG conns: PostgreSQL connections each worker process holds open after the round;"
+          f" medians of {args.rounds} interleaved round(s).")
 
 
-async def database(url: str | None, root: Path) -> tuple[str, Any]:
-    """(URL, async drop): a fresh schema on ``url``'s PostgreSQL, or a SQLite file under ``root``."""
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median jobs/s (its other figures with it)."""
+    return sorted(runs, key=lambda r: r["jobs_per_s"])[len(runs) // 2]
+
+
+async def database(url: str | None, root: Path) -> tuple[str, Any, Any]:
+    """(URL, async drop, async connection count): a fresh schema on ``url``'s PostgreSQL, or a SQLite file under
+    ``root`` (no connection count)."""
     if not url:
         async def nothing() -> None:
             return None
-        return f"sqlite+aiosqlite:///{root / 'atelier.db'}", nothing
+        return f"sqlite+aiosqlite:///{root / 'atelier.db'}", nothing, nothing
     import asyncpg
     from sqlalchemy.engine import make_url
 
     u = make_url(url)
     schema = f"bench_{uuid.uuid4().hex[:12]}"
 
-    async def admin(sql: str) -> None:
+    async def admin(sql: str) -> Any:
         conn = await asyncpg.connect(user=u.username, password=u.password, host=u.host or "127.0.0.1",
                                      port=u.port or 5432, database=u.database)
         try:
-            await conn.execute(sql)
+            return await conn.fetchval(sql)
         finally:
             await conn.close()
 
@@ -269,7 +287,10 @@ async def database(url: str | None, root: Path) -> tuple[str, Any]:
     async def drop() -> None:
         await admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
-    return u.update_query_dict({"search_path": schema}).render_as_string(hide_password=False), drop
+    async def connections() -> int:
+        return await admin("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+
+    return u.update_query_dict({"search_path": schema}).render_as_string(hide_password=False), drop, connections
 
 
 if __name__ == "__main__":
@@ -280,6 +301,7 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=24, help="generations per round (default 24)")
     parser.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4])
     parser.add_argument("--steps", type=int, default=2, help="denoising steps per generation (default 2)")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved repeats; medians are printed")
     parser.add_argument("--idle", type=float, default=3.0, help="seconds of the idle window (default 3)")
     parser.add_argument("--database-url", default=None, help="PostgreSQL server/database for a fresh schema")
     parser.add_argument("--redis-url", default=None, help="an external Redis (default: embedded)")

@@ -75,7 +75,7 @@ async def job_row(services: Any, job_id: int) -> Job:
 
 
 async def start_bot(env: dict[str, str], log_path: Path) -> asyncio.subprocess.Process:
-    with open(log_path, "ab") as log:
+    with open(log_path, "ab") as log:  # noqa: ASYNC230 — opening is instant
         return await asyncio.create_subprocess_exec(sys.executable, "-m", "cli.main", "bot", cwd=ROOT, env=env,
                                                     stdout=log, stderr=asyncio.subprocess.STDOUT)
 
