@@ -153,7 +153,7 @@ class TrainingRun:
         limit = self.app.settings.train_timeout_seconds
         while True:
             await asyncio.sleep(every)
-            if self.stopping:
+            if self.stopping == "lost":
                 continue
             try:
                 cancel = await self.app.transitions.beat(self.job.id, self.attempt)
@@ -162,6 +162,10 @@ class TrainingRun:
                 continue
             except Exception as exc:  # noqa: BLE001 — a DB hiccup must not kill the training
                 log.warning("heartbeat of job %s failed: %s", self.job.id, exc)
+                continue
+            if self.stopping:
+                # Still beating while the child winds down (it may be copying a checkpoint off the machine):
+                # a silent row would be taken for a dead worker and ended by the reconciler under our feet.
                 continue
             if cancel:
                 await self._stop("cancel", grace=self.app.options.cancel_grace_seconds)
