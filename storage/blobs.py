@@ -89,7 +89,10 @@ class BlobStore:
             self._fs_root = ""
         else:
             self._root = None
-            self._fs, self._fs_root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+            # Other machines write and delete here too: a cached listing could call a blob present after
+            # another process removed it (and a put would then skip writing it back).
+            options = {"use_listings_cache": False, **(storage_options or {})}
+            self._fs, self._fs_root = fsspec.core.url_to_fs(url, **options)
             self._fs_root = self._fs_root.rstrip("/")
 
     @classmethod

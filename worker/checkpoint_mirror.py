@@ -33,7 +33,8 @@ class CheckpointMirror:
 
     def __init__(self, url: str, options: dict[str, Any], job_id: int) -> None:
         self.url = url
-        self.fs, root = fsspec.core.url_to_fs(url, **options)
+        # Another machine's worker writes here too: never trust a cached listing.
+        self.fs, root = fsspec.core.url_to_fs(url, **{"use_listings_cache": False, **options})
         self.root = f"{root.rstrip('/')}/jobs/{int(job_id)}"
 
     @classmethod

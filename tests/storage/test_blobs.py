@@ -189,3 +189,19 @@ def test_storage_modules_import_neither_torch_nor_discord():
     code = (f"import sys; import {', '.join('storage.' + m for m in mods)}; "
             "bad = [m for m in ('torch', 'discord') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+async def test_a_blob_another_machine_deleted_is_written_again(memory_store: BlobStore, tmp_path: Path):
+    """Two machines on one bucket: machine A has listed the store, machine B deletes a blob, A stores the same
+    content again — A must really write it (no stale listing saying it is still there)."""
+    other = BlobStore(memory_store.url, cache_dir=tmp_path / "cache-b",
+                      storage_options={**_options(memory_store), "skip_instance_cache": True})
+    h = await memory_store.put_bytes(b"shared content")
+    assert await memory_store.list_hashes() == [h] and await memory_store.exists(h)  # A's view, listed
+    await other.delete(h)
+    assert await memory_store.put_bytes(b"shared content") == h
+    assert await other.get_bytes(h) == b"shared content"
+
+
+def _options(store: BlobStore) -> dict:
+    return {k: v for k, v in store._fs.storage_options.items() if k != "use_listings_cache"}
