@@ -162,11 +162,11 @@ def _check_checkpoints(settings: Any) -> tuple[bool, str]:
     if store is None:
         return True, ("in the work dir only: another machine resumes a crashed training only if ATELIER_WORK_DIR is "
                       "on shared storage (or set ATELIER_CHECKPOINT_URL / an s3:// ATELIER_BLOB_URL)")
-    import fsspec
+    from worker.checkpoint_mirror import open_store
 
     url, options = store
     try:
-        fs, root = fsspec.core.url_to_fs(url, **options)
+        fs, root = open_store(url, options)
         probe = f"{root.rstrip('/')}/.probe-{os.getpid()}"
         fs.pipe_file(probe, b"ok")
         ok = fs.cat_file(probe) == b"ok"

@@ -7,7 +7,6 @@ tests sharing the server.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -90,7 +89,3 @@ class MotoServer:
         boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=CREDENTIALS["key"],
                      aws_secret_access_key=CREDENTIALS["secret"], region_name="us-east-1").create_bucket(Bucket=name)
         return name
-
-    def env(self) -> dict[str, str]:
-        """The blob options as environment for subprocesses (JSON, parsed by pydantic-settings)."""
-        return {"ATELIER_BLOB_OPTIONS": json.dumps(self.options())}

@@ -28,13 +28,21 @@ log = logging.getLogger(__name__)
 LATEST = "latest.json"
 
 
+def open_store(url: str, options: dict[str, Any]) -> tuple[Any, str]:
+    """(fsspec filesystem, root path) for a checkpoint store URL."""
+    # Another machine's worker writes here too: never trust a cached listing. A local path (a shared mount)
+    # needs its folders created; object stores have none.
+    local = "://" not in url or url.startswith("file://")
+    return fsspec.core.url_to_fs(url, **{"use_listings_cache": False, **({"auto_mkdir": True} if local else {}),
+                                         **options})
+
+
 class CheckpointMirror:
     """The remote copy of one job's resume point."""
 
     def __init__(self, url: str, options: dict[str, Any], job_id: int) -> None:
         self.url = url
-        # Another machine's worker writes here too: never trust a cached listing.
-        self.fs, root = fsspec.core.url_to_fs(url, **{"use_listings_cache": False, **options})
+        self.fs, root = open_store(url, options)
         self.root = f"{root.rstrip('/')}/jobs/{int(job_id)}"
 
     @classmethod

@@ -15,8 +15,12 @@ from tests.s3_server import s3_selected
 from worker.checkpoint_mirror import LATEST, CheckpointMirror
 
 
-@pytest.fixture(params=["memory", *([pytest.param("s3", marks=pytest.mark.s3)] if s3_selected() else [])])
-def store(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+@pytest.fixture(params=["memory", "shared-folder",
+                        *([pytest.param("s3", marks=pytest.mark.s3)] if s3_selected() else [])])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, Any]]:
+    """A checkpoint store: fsspec memory, a plain path (an NFS mount, say) or a bucket on the moto server."""
+    if request.param == "shared-folder":
+        return str(tmp_path / "shared" / "checkpoints"), {}
     if request.param == "s3":
         server = request.getfixturevalue("moto_server")
         return f"s3://{server.new_bucket()}/checkpoints", server.options()
