@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -115,6 +116,7 @@ async def check_worker(settings: Any, options: Any) -> dict[str, tuple[bool, str
         await db.dispose()
     report["redis"] = await _check_redis(settings)
     report["blobs"] = await _check_blobs(settings)
+    report["checkpoints"] = await asyncio.to_thread(_check_checkpoints, settings)
     work = options.resolved_work_dir(settings)
     try:
         work.mkdir(parents=True, exist_ok=True)
@@ -158,6 +160,26 @@ async def _check_blobs(settings: Any) -> tuple[bool, str]:
         return ok, mask_urls(store.url)
     except Exception as exc:  # noqa: BLE001
         return False, mask_urls(f"{store.url}: {exc}")
+
+
+def _check_checkpoints(settings: Any) -> tuple[bool, str]:
+    """Where a crashed training resumes from: a probe written to and read back from the checkpoint store."""
+    store = settings.checkpoint_store
+    if store is None:
+        return True, ("in the work dir only: another machine resumes a crashed training only if ATELIER_WORK_DIR is "
+                      "on shared storage (or set ATELIER_CHECKPOINT_URL / an s3:// ATELIER_BLOB_URL)")
+    from worker.checkpoint_mirror import open_store
+
+    url, options = store
+    try:
+        fs, root = open_store(url, options)
+        probe = f"{root.rstrip('/')}/.probe-{os.getpid()}"
+        fs.pipe_file(probe, b"ok")
+        ok = fs.cat_file(probe) == b"ok"
+        fs.rm_file(probe)
+        return ok, mask_urls(url)
+    except Exception as exc:  # noqa: BLE001 — reported, not raised
+        return False, mask_urls(f"{url}: {exc}")
 
 
 def _check_torch() -> tuple[bool, str]:

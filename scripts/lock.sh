@@ -6,7 +6,7 @@
 # CI, a CUDA build on a GPU box; see the README). The CPU wheel is only used here to resolve torch's dependencies.
 #   requirements/dev.lock     — everything for development, the tests and CI (extras: worker, s3, dev)
 #   requirements/worker.lock  — a worker (extras: worker, s3), at the same versions as dev.lock
-#   requirements/bot.lock     — the bot alone (no ML stack), at the same versions as dev.lock
+#   requirements/bot.lock     — the bot alone (extra: s3; no ML stack), at the same versions as dev.lock
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,5 +27,5 @@ common=(--python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate
 "$uv" pip compile pyproject.toml --extra worker --extra s3 --extra dev "${common[@]}" -o requirements/dev.lock
 "$uv" pip compile pyproject.toml --extra worker --extra s3 -c requirements/dev.lock "${common[@]}" \
   -o requirements/worker.lock
-"$uv" pip compile pyproject.toml -c requirements/dev.lock "${common[@]}" -o requirements/bot.lock
+"$uv" pip compile pyproject.toml --extra s3 -c requirements/dev.lock "${common[@]}" -o requirements/bot.lock
 for f in dev worker bot; do echo "requirements/$f.lock: $(grep -c '==' "requirements/$f.lock") packages"; done

@@ -89,12 +89,16 @@ class BlobStore:
             self._fs_root = ""
         else:
             self._root = None
-            self._fs, self._fs_root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+            # Other machines write and delete here too: a cached listing could call a blob present after
+            # another process removed it (and a put would then skip writing it back).
+            options = {"use_listings_cache": False, **(storage_options or {})}
+            self._fs, self._fs_root = fsspec.core.url_to_fs(url, **options)
             self._fs_root = self._fs_root.rstrip("/")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BlobStore:
-        return cls(settings.resolved_blob_url, cache_dir=settings.data_dir / "cache" / "blobs")
+        return cls(settings.resolved_blob_url, cache_dir=settings.data_dir / "cache" / "blobs",
+                   storage_options=settings.blob_options)
 
     def __repr__(self) -> str:
         from storage.redact import mask_urls

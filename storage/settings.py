@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     # URLs may carry credentials: held as secrets so no printout or log shows them (read the resolved_* values).
     database_url: SecretStr | None = None
     blob_url: SecretStr | None = None
+    # fsspec storage options for blob_url, e.g. {"endpoint_url": "http://minio:9000"} for an S3-compatible server.
+    blob_options: dict[str, Any] = Field(default_factory=dict)
     redis_url: SecretStr | None = None
 
     # Discord
@@ -128,6 +130,10 @@ class Settings(BaseSettings):
     # Jobs
     # Per-job folders with training checkpoints; put it on shared storage so another machine's worker can resume.
     work_dir: Path | None = None
+    # Where training checkpoints are mirrored so a worker on another machine resumes a crashed run (any fsspec
+    # URL); unset: ``<blob_url>/checkpoints`` when the blob store is remote, none (work dir only) when it is local.
+    checkpoint_url: SecretStr | None = None  # may carry credentials, like the other URLs
+    checkpoint_options: dict[str, Any] = Field(default_factory=dict)  # fsspec options for checkpoint_url
     train_timeout_seconds: int = Field(6 * 3600, gt=0)
     generate_timeout_seconds: int = Field(300, gt=0)
     max_attempts: int = Field(3, ge=1)
@@ -166,6 +172,16 @@ class Settings(BaseSettings):
     def temp_dir(self) -> Path:
         """Scratch files (exports being built); the worker's sweep removes stale ones."""
         return self.data_dir / "tmp"
+
+    @property
+    def checkpoint_store(self) -> tuple[str, dict[str, Any]] | None:
+        """(fsspec URL, storage options) where checkpoints are mirrored, or None to keep them in the work dir."""
+        if self.checkpoint_url:
+            return _plain(self.checkpoint_url), dict(self.checkpoint_options)
+        blob_url = _plain(self.blob_url)
+        if "://" in blob_url and not blob_url.startswith("file://"):
+            return f"{blob_url.rstrip('/')}/checkpoints", dict(self.blob_options)
+        return None
 
     @property
     def resolved_models_dir(self) -> Path:

@@ -4,6 +4,10 @@ fully wired services, and small real images.
 PostgreSQL: set ``ATELIER_TEST_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test``. Each test then
 gets a fresh schema (``?search_path=`` on the URL, honoured by ``storage.db.Database``) created by the real
 Alembic migrations, and dropped afterwards.
+
+S3: set ``ATELIER_TEST_S3=1``. Tests that use ``settings`` then also run with the blob store in a fresh bucket of
+a moto server (``tests/s3_server.py``, started once per session on 127.0.0.1) reached through s3fs; select them
+with ``-m s3``.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,7 @@ from PIL import Image
 from sqlalchemy.engine import make_url
 
 from storage.settings import Settings, load_settings
+from tests.s3_server import MotoServer, s3_selected
 
 PG_ENV = "ATELIER_TEST_DATABASE_URL"
 
@@ -64,12 +69,40 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         await _pg_admin(base, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One moto S3 server (its own process on 127.0.0.1) for the whole session."""
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+def _blob_backends() -> list[object]:
+    params: list[object] = ["local"]
+    if s3_selected():
+        params.append(pytest.param("s3", marks=pytest.mark.s3))
+    return params
+
+
+@pytest.fixture(params=_blob_backends())
+def blob_settings(request: pytest.FixtureRequest) -> dict[str, object]:
+    """Settings for the blob store: none (a folder in the data dir) or an empty bucket on the moto server."""
+    if request.param == "local":
+        return {}
+    server: MotoServer = request.getfixturevalue("moto_server")
+    return {"blob_url": f"s3://{server.new_bucket()}/blobs", "blob_options": server.options()}
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Settings with a private data dir; keyword overrides as for ``load_settings``."""
+def make_settings(tmp_path: Path, blob_settings: dict[str, object]) -> Callable[..., Settings]:
+    """Settings with a private data dir (and the selected blob store); keyword overrides as for
+    ``load_settings``."""
 
     def make(**overrides: object) -> Settings:
         overrides.setdefault("data_dir", tmp_path / "atelier-data")
+        for key, value in blob_settings.items():
+            overrides.setdefault(key, value)
         return load_settings(**overrides)
 
     return make

@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -123,13 +124,15 @@ class Sampler:
 
 def train_lora(config: TrainingConfig, base: BaseModelRef, items: list[TrainItem], out_dir: Path, *,
                models_dir: Path, on_progress: ProgressCallback | None = None, control: TrainControl | None = None,
-               element_name: str = "", category: str = "") -> TrainResult:
+               element_name: str = "", category: str = "",
+               on_checkpoint: Callable[[Path], None] | None = None) -> TrainResult:
     """Train a LoRA for ``base`` on ``items`` into ``out_dir``; resumes from ``out_dir``'s last checkpoint.
 
     Raises ``TrainingCancelled`` when ``control.cancelled()`` turns true (checked between steps; the last epoch
     checkpoint stays usable), ``ValueError`` for bad input (wrong family, unreadable image, foreign checkpoint),
     ``OptimizerUnavailable`` when the optimizer's package is missing, ``BaseModelLoadError`` when the base cannot
-    be loaded.
+    be loaded. ``on_checkpoint(folder)`` runs after each epoch checkpoint is complete (e.g. to copy it off the
+    machine) and before the next epoch starts.
     """
     control = control or NullControl()
     emit = on_progress or (lambda _event: None)
@@ -201,8 +204,10 @@ def train_lora(config: TrainingConfig, base: BaseModelRef, items: list[TrainItem
             emit(event("sampling", sample_paths=paths))
         state.epoch = epoch
         state.elapsed_seconds = elapsed()
-        save_checkpoint(out_dir, fingerprint=fingerprint, state=state, lora=family.lora_state(),
-                        optimizer=optimizer, scheduler=scheduler, scaler=scaler, rng=rng_state(noise_gen))
+        saved = save_checkpoint(out_dir, fingerprint=fingerprint, state=state, lora=family.lora_state(),
+                                optimizer=optimizer, scheduler=scheduler, scaler=scaler, rng=rng_state(noise_gen))
+        if on_checkpoint is not None:
+            on_checkpoint(saved)
 
     emit(event("exporting"))
     grid_cells = _grid_cells(family, sampler, config, out_dir, state)

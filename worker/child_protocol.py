@@ -43,6 +43,8 @@ class ChildSpec:
     parent_pid: int
     element_name: str = ""
     category: str = ""
+    # {"url", "options"}: where checkpoints are mirrored (worker.checkpoint_mirror); None keeps them local.
+    checkpoint_store: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from storage.redact import mask_urls
 from worker.child_protocol import (
     CANCEL_FILE,
     EXIT_CANCELLED,
@@ -126,13 +127,36 @@ def classify(exc: BaseException) -> tuple[str, str, bool]:
     return "internal", "", True
 
 
+def _mirror(spec: ChildSpec) -> Any:
+    from worker.checkpoint_mirror import CheckpointMirror
+
+    store = spec.checkpoint_store
+    return CheckpointMirror(store["url"], store.get("options") or {}, spec.job_id) if store else None
+
+
+def _local_epoch(out_dir: Path) -> int:
+    """The newest complete local checkpoint's epoch (0: none) — this machine ran the job before."""
+    epochs = [int(p.name.removeprefix("epoch-")) for p in (out_dir / "checkpoints").glob("epoch-*")
+              if p.name.removeprefix("epoch-").isdigit() and (p / "state.json").is_file()]
+    return max(epochs, default=0)
+
+
+def _push(mirror: Any, out_dir: Path, folder: Path) -> None:
+    """Copy a fresh checkpoint off the machine. A failed copy does not stop the training: the remote resume
+    point stays at the previous epoch and the next checkpoint tries again."""
+    try:
+        mirror.push(out_dir, folder)
+    except Exception as exc:  # noqa: BLE001
+        print(f"warning: could not copy {folder.name} to {mirror.url}: {exc}", file=sys.stderr)
+
+
 def run(spec: ChildSpec, emit: Emitter) -> int:
     """Train; returns the exit status. Heavy imports happen here, after the protocol is set up."""
     from pydantic import ValidationError
 
     from trainer.api import BaseModelRef, TrainingCancelled, TrainItem
     from trainer.config import TrainingConfig, validation_message
-    from trainer.train import train_lora
+    from trainer.train import run_fingerprint, train_lora
 
     out_dir = Path(spec.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -152,10 +176,21 @@ def run(spec: ChildSpec, emit: Emitter) -> int:
     items = [TrainItem(Path(i["image_path"]), i.get("caption", "")) for i in spec.items]
     base = BaseModelRef(**spec.base)  # type: ignore[arg-type]
     control = FileControl(Path(spec.control_dir), spec.parent_pid)
+    mirror = _mirror(spec)
+    if mirror is not None:
+        try:
+            restored = mirror.restore(out_dir, run_fingerprint(config, base, items), _local_epoch(out_dir))
+        except Exception as exc:  # noqa: BLE001 — training from zero would overwrite the remote resume point
+            emit("error", code="checkpoint_store", message=mask_urls(f"cannot read the checkpoint store {mirror.url}: {exc}"),
+                 hint="Check ATELIER_CHECKPOINT_URL / ATELIER_BLOB_URL and their credentials.", retryable=True)
+            return EXIT_INTERNAL
+        if restored:
+            print(mask_urls(f"restored the epoch-{restored} checkpoint from {mirror.url}"), file=sys.stderr)
     try:
         result = train_lora(config, base, items, out_dir, models_dir=Path(spec.models_dir),
                             on_progress=lambda ev: emit("progress", **_progress_dict(ev)), control=control,
-                            element_name=spec.element_name, category=spec.category)
+                            element_name=spec.element_name, category=spec.category,
+                            on_checkpoint=(lambda folder: _push(mirror, out_dir, folder)) if mirror else None)
     except TrainingCancelled:
         emit("cancelled")
         return EXIT_CANCELLED

@@ -21,6 +21,7 @@ from typing import Any
 from storage.errors import AtelierError, InvalidInput
 from storage.job_transitions import LostJob
 from storage.models import Job
+from worker.checkpoint_mirror import CheckpointMirror
 from worker.child_protocol import CANCEL_FILE, EXIT_CANCELLED, EXIT_INVALID, EXIT_OK, PAUSE_FILE, PAUSED_FILE
 from worker.progress import Throttle, epoch_finished, shape
 
@@ -75,7 +76,7 @@ class TrainingRun:
         except AtelierError as exc:  # an image gone from the blob store, a base model no longer configured
             await t.fail(self.job.id, self.attempt, code="missing_input", reason=str(exc.message),
                          hint=exc.hint or "An image of this dataset is gone from storage; re-add it and train again.")
-            self._cleanup()
+            await self._cleanup()
             return "failed"
         except LostJob:
             return "lost"
@@ -92,7 +93,7 @@ class TrainingRun:
         except LostJob:
             return "lost"
         if outcome != "retrying":
-            self._cleanup()
+            await self._cleanup()
         await self.app.publish(self.job.id, {"status": outcome})
         self.on_event("end", {"outcome": outcome})
         return outcome
@@ -114,6 +115,7 @@ class TrainingRun:
             "config": p["config"], "items": items, "out_dir": str(self.dir / "out"),
             "models_dir": str(self.app.settings.resolved_models_dir), "control_dir": str(self.control),
             "parent_pid": os.getpid(), "element_name": p.get("element_name", ""), "category": p.get("category", ""),
+            "checkpoint_store": self._checkpoint_store(),
         }
         path = self.dir / "spec.json"
         tmp = path.with_suffix(".tmp")
@@ -151,7 +153,7 @@ class TrainingRun:
         limit = self.app.settings.train_timeout_seconds
         while True:
             await asyncio.sleep(every)
-            if self.stopping:
+            if self.stopping == "lost":
                 continue
             try:
                 cancel = await self.app.transitions.beat(self.job.id, self.attempt)
@@ -160,6 +162,10 @@ class TrainingRun:
                 continue
             except Exception as exc:  # noqa: BLE001 — a DB hiccup must not kill the training
                 log.warning("heartbeat of job %s failed: %s", self.job.id, exc)
+                continue
+            if self.stopping:
+                # Still beating while the child winds down (it may be copying a checkpoint off the machine):
+                # a silent row would be taken for a dead worker and ended by the reconciler under our feet.
                 continue
             if cancel:
                 await self._stop("cancel", grace=self.app.options.cancel_grace_seconds)
@@ -312,8 +318,19 @@ class TrainingRun:
             metadata_blob=await put(r.get("element_json")), artifacts=artifacts,
             recommended_strength=float(r.get("recommended_strength") or 1.0), summary=summary)
 
-    def _cleanup(self) -> None:
+    def _checkpoint_store(self) -> dict[str, Any] | None:
+        store = self.app.settings.checkpoint_store
+        return {"url": store[0], "options": store[1]} if store else None
+
+    async def _cleanup(self) -> None:
+        """The job is over: its local folder and its mirrored checkpoints go."""
         shutil.rmtree(self.dir, ignore_errors=True)
+        mirror = CheckpointMirror.for_job(self.app.settings.checkpoint_store, self.job.id)
+        if mirror is not None:
+            try:
+                await asyncio.to_thread(mirror.delete)
+            except Exception as exc:  # noqa: BLE001 — leftovers cost space, not correctness
+                log.warning("job %s: could not delete its checkpoints at %s: %s", self.job.id, mirror.url, exc)
 
 
 def _span(seconds: int) -> str:

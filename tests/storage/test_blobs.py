@@ -1,4 +1,5 @@
-"""Blob store: content addressing, atomic idempotent writes, hash validation, local and fsspec (memory://)."""
+"""Blob store: content addressing, atomic idempotent writes, hash validation, local and fsspec (memory://, and
+S3 on a moto server with ``ATELIER_TEST_S3=1 … -m s3``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from storage.blobs import BlobNotFound, BlobStore, validate_hash
 from storage.errors import InvalidInput, NotFound
 from storage.settings import load_settings
+from tests.s3_server import s3_selected
 
 BAD_HASHES = ["../../etc/passwd", "A" * 64, "a" * 63, "a" * 65, "g" * 64, "", "/" + "a" * 63, "a" * 62 + "/."]
 
@@ -21,8 +23,13 @@ def files_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
-@pytest.fixture
-def memory_store(tmp_path: Path) -> BlobStore:
+@pytest.fixture(params=["memory", *([pytest.param("s3", marks=pytest.mark.s3)] if s3_selected() else [])])
+def memory_store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    """A remote (non-local) store: fsspec's memory filesystem, or a fresh bucket on the moto S3 server."""
+    if request.param == "s3":
+        server = request.getfixturevalue("moto_server")
+        return BlobStore(f"s3://{server.new_bucket()}/blobs", cache_dir=tmp_path / "cache",
+                         storage_options=server.options())
     return BlobStore(f"memory://blobs-{uuid.uuid4().hex}", cache_dir=tmp_path / "cache")
 
 
@@ -182,3 +189,19 @@ def test_storage_modules_import_neither_torch_nor_discord():
     code = (f"import sys; import {', '.join('storage.' + m for m in mods)}; "
             "bad = [m for m in ('torch', 'discord') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+async def test_a_blob_another_machine_deleted_is_written_again(memory_store: BlobStore, tmp_path: Path):
+    """Two machines on one bucket: machine A has listed the store, machine B deletes a blob, A stores the same
+    content again — A must really write it (no stale listing saying it is still there)."""
+    other = BlobStore(memory_store.url, cache_dir=tmp_path / "cache-b",
+                      storage_options={**_options(memory_store), "skip_instance_cache": True})
+    h = await memory_store.put_bytes(b"shared content")
+    assert await memory_store.list_hashes() == [h] and await memory_store.exists(h)  # A's view, listed
+    await other.delete(h)
+    assert await memory_store.put_bytes(b"shared content") == h
+    assert await other.get_bytes(h) == b"shared content"
+
+
+def _options(store: BlobStore) -> dict:
+    return {k: v for k, v in store._fs.storage_options.items() if k != "use_listings_cache"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -51,9 +52,10 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str, redis_url: str, models_dir: Path) -> Settings:
+def settings(tmp_path: Path, database_url: str, redis_url: str, models_dir: Path,
+             blob_settings: dict[str, Any]) -> Settings:
     return Settings(
-        _env_file=None, data_dir=tmp_path / "data", database_url=database_url, redis_url=redis_url,
+        _env_file=None, data_dir=tmp_path / "data", database_url=database_url, redis_url=redis_url, **blob_settings,
         models_dir=models_dir, generation_cooldown_seconds=0, stale_heartbeat_seconds=3, max_attempts=3,
         image_limits=ImageLimits(min_images=2), default_base_model="tiny-sd15", min_image_side=32,
     )
@@ -74,6 +76,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "ATELIER_DEFAULT_BASE_MODEL": settings.default_base_model, "ATELIER_MIN_IMAGE_SIDE": "32",
         "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
     })
+    if settings.blob_url:
+        env["ATELIER_BLOB_URL"] = settings.resolved_blob_url
+        env["ATELIER_BLOB_OPTIONS"] = json.dumps(settings.blob_options)
+    if settings.work_dir:
+        env["ATELIER_WORK_DIR"] = str(settings.work_dir)
     return env
 
 
