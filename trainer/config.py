@@ -48,6 +48,9 @@ class TrainingConfig(BaseModel):
     rank: int = Field(16, ge=1, le=256)
     alpha: float = Field(16, gt=0, le=1024)
     use_dora: bool = False
+    # Which layers carry LoRA: "full" = kohya parity (attention + proj_in/out + feed-forward, CLIP MLP, Flux
+    # single-block output); "attention" = attention projections only (diffusers' scripts; smaller files).
+    targets: Literal["attention", "full"] = "full"
     train_text_encoder: bool = False
 
     # Noise / loss.

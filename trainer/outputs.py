@@ -157,7 +157,7 @@ def write_bundle(*, family, pipeline_cls, config, base, items, samples, out_dir:
     if config.family == "flux":
         kohya = kohya_flux(lora, config.alpha, family.denoiser, notes)
     else:
-        kohya = kohya_sd(config.family, lora, config.alpha)
+        kohya = kohya_sd(config.family, lora, config.alpha, family.denoiser.config)
     meta = kohya_metadata(
         family=config.family, base_name=base.name, rank=config.rank, alpha=config.alpha, use_dora=config.use_dora,
         output_name=name, tag_frequency=tag_frequency(samples, config), dataset_hash=data_hash,

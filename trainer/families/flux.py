@@ -9,10 +9,17 @@ import torch.nn.functional as F
 
 from trainer.families.base import Batch, TrainFamily
 
-# diffusers' train_dreambooth_lora_flux.py default ``--lora_layers`` (double-block attention incl. the text
-# stream's add_*_proj/to_add_out, both feed-forwards; "attn.to_*" also hits the single blocks' attention) plus
-# the single blocks' MLP input ``proj_mlp``, so each single block's fused ``linear1`` (q|k|v|mlp) is complete in
-# the kohya export.
+# "attention": every attention projection (double blocks' image and text streams; "attn.to_*" also hits the
+# single blocks' attention).
+FLUX_ATTENTION_TARGETS = [
+    "attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0",
+    "attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
+]
+# "full" = kohya's lora_flux.py: every Linear of the double and single blocks except the modulation layers (which
+# kohya excludes by default). That is diffusers' train_dreambooth_lora_flux.py default ``--lora_layers`` plus the
+# single blocks' MLP input ``proj_mlp`` (completing the fused ``linear1`` = q|k|v|mlp) and, added per block in
+# :attr:`FluxFamily.denoiser_targets`, their output projection ``proj_out`` (kohya ``linear2``) — named by block
+# index because the transformer's final layer is also called ``proj_out``.
 FLUX_TARGETS = [
     "attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0",
     "attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
@@ -48,8 +55,14 @@ class FluxFamily(TrainFamily):
     name = "flux"
     denoiser_name = "transformer"
     text_encoder_names = ("text_encoder", "text_encoder_2")
-    denoiser_targets = FLUX_TARGETS
     default_sample_guidance = 3.5  # FluxPipeline's default for dev (guidance-distilled, no CFG pass)
+
+    @property
+    def denoiser_targets(self) -> list[str]:
+        if self.config.targets == "attention":
+            return FLUX_ATTENTION_TARGETS
+        singles = len(getattr(self.denoiser, "single_transformer_blocks", []))
+        return [*FLUX_TARGETS, *(f"single_transformer_blocks.{i}.proj_out" for i in range(singles))]
 
     @property
     def max_sequence_length(self) -> int:
