@@ -20,6 +20,21 @@ Scheduler = Literal["constant", "cosine", "cosine_with_restarts"]
 Precision = Literal["no", "bf16", "fp16"]
 
 
+FLUX_RESOLUTION_SCALES = [0.5, 0.75, 1.0]  # 512/768/1024 at 1024 px, as ai-toolkit's Flux configs train
+
+
+class GroupSpec(BaseModel):
+    """One named image group of a multi-concept dataset (kohya's ``N_name/`` folder): its own trigger or class
+    word (put after the Element's trigger in its captions) and its own repeats (balanced steps per group)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=40)
+    trigger: str = Field("", max_length=100)
+    repeats: int = Field(1, ge=1, le=1000)
+    images: int = Field(0, ge=0)  # images in the group when the config was built (for step counts)
+
+
 class TrainingConfig(BaseModel):
     """Everything one LoRA run needs besides the base model, the images and the output folder."""
 
@@ -57,7 +72,8 @@ class TrainingConfig(BaseModel):
     min_snr_gamma: float | None = Field(None, gt=0, le=100)  # SD only
     noise_offset: float = Field(0.0, ge=0, le=1)  # SD only
     flux_timestep_sampling: Literal["shift", "sigmoid", "uniform"] = "shift"
-    flux_shift: float = Field(3.1582, gt=0, le=20)
+    # None → by resolution, as FluxPipeline shifts at inference (calculate_shift; 3.1582 at 1024²); a number fixes it.
+    flux_shift: float | None = Field(None, gt=0, le=20)
     flux_guidance: float = Field(1.0, ge=0, le=20)
     max_sequence_length: int = Field(512, ge=8, le=512)  # Flux T5 tokens
 
@@ -66,6 +82,12 @@ class TrainingConfig(BaseModel):
     bucketing: bool = True
     bucket_step: int = Field(64, ge=8, le=256)
     max_aspect_ratio: float = Field(2.0, ge=1.0, le=4.0)
+    # An image is never enlarged more than this to fill a bucket; smaller images train in smaller buckets
+    # (kohya --bucket_no_upscale at 1.0).
+    bucket_max_upscale: float = Field(1.0, ge=1.0, le=8.0)
+    # Multi-resolution: train at resolution × each scale (an image takes them in turn; no extra steps).
+    resolution_scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1, max_length=4)
+    groups: list[GroupSpec] = Field(default_factory=list, max_length=16)
     prefix_trigger: bool = True
     shuffle_captions: bool = False
     keep_tokens: int = Field(1, ge=0, le=32)
@@ -120,6 +142,21 @@ class TrainingConfig(BaseModel):
             raise ValueError("strengths must be between 0 and 2")
         return v
 
+    @field_validator("resolution_scales")
+    @classmethod
+    def _scales(cls, v: list[float]) -> list[float]:
+        if any(not 0.25 <= f <= 1.0 for f in v):
+            raise ValueError("each scale must be between 0.25 and 1.0 (a fraction of resolution)")
+        return sorted(set(v))
+
+    @field_validator("groups")
+    @classmethod
+    def _unique_groups(cls, v: list[GroupSpec]) -> list[GroupSpec]:
+        names = [g.name.casefold() for g in v]
+        if len(set(names)) != len(names):
+            raise ValueError("group names must be unique")
+        return v
+
     @model_validator(mode="after")
     def _family_rules(self) -> TrainingConfig:
         if self.family == "flux" and self.train_text_encoder:
@@ -131,8 +168,20 @@ class TrainingConfig(BaseModel):
         return self
 
     # ----------------------------------------------------------------------------------------------- derived
+    def group(self, name: str) -> GroupSpec | None:
+        return next((g for g in self.groups if g.name.casefold() == (name or "").casefold()), None)
+
+    def repeats_for(self, group: str) -> int:
+        """Repeats of an image in ``group`` (the group's own when it has one, else ``repeats``)."""
+        spec = self.group(group) if group else None
+        return spec.repeats if spec else self.repeats
+
     def steps_per_epoch(self, image_count: int) -> int:
         """Optimizer steps in one epoch (exact when all images fall in one bucket; buckets round up per bucket)."""
+        if self.groups:
+            grouped = sum(g.images for g in self.groups)
+            samples = sum(g.images * g.repeats for g in self.groups) + max(0, image_count - grouped) * self.repeats
+            return math.ceil(samples / self.batch_size)
         return math.ceil(image_count * self.repeats / self.batch_size)
 
     def total_steps(self, image_count: int) -> int:
@@ -193,12 +242,29 @@ class TrainingConfig(BaseModel):
         if overrides.get("optimizer") == "prodigy" and "learning_rate" not in overrides:
             values["learning_rate"] = 1.0
             values["text_encoder_lr"] = None
+        if family == "flux":
+            values["resolution_scales"] = list(FLUX_RESOLUTION_SCALES)
         warmup_ratio = overrides.pop("warmup_ratio", preset.warmup_ratio)
+        if overrides.get("groups"):
+            values["groups"] = balanced_groups(overrides.pop("groups"), preset.target_samples, epochs)
         values.update(overrides)
         config = cls(**values)
         if "lr_warmup_steps" not in overrides:
             config.lr_warmup_steps = round(float(warmup_ratio) * config.total_steps(image_count))
         return config
+
+
+def balanced_groups(groups: list, target_samples: int, epochs: int) -> list[GroupSpec]:
+    """Groups with repeats chosen so each gets an equal share of the run's samples (kohya's advice for
+    multi-concept folders: images × repeats about equal per concept); a group's explicit repeats wins."""
+    specs = [g if isinstance(g, GroupSpec) else GroupSpec(**g) for g in groups]
+    share = target_samples / max(1, len(specs))
+    out = []
+    for g in specs:
+        explicit = "repeats" in g.model_fields_set
+        repeats = g.repeats if explicit else auto_repeats(round(share), epochs, max(1, g.images))
+        out.append(g.model_copy(update={"repeats": repeats}))
+    return out
 
 
 def estimate_seconds(family: str, config: TrainingConfig, image_count: int, device: str = "gpu") -> float:
@@ -231,4 +297,4 @@ def validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["CATEGORIES", "TrainingConfig", "estimate_seconds", "validation_message"]
+__all__ = ["CATEGORIES", "GroupSpec", "TrainingConfig", "estimate_seconds", "validation_message"]

@@ -35,7 +35,7 @@ from trainer.api import (
 from trainer.caching import cache_latents, cache_text, encode_captions, offload
 from trainer.checkpoint import TrainState, latest_checkpoint, restore_rng, rng_state, save_checkpoint
 from trainer.config import TrainingConfig
-from trainer.data import build_samples, dataset_hash, steps_per_epoch
+from trainer.data import build_samples, dataset_hash, steps_per_epoch, total_steps
 from trainer.export import cast_lora, read_diffusers_lora, save_diffusers_lora
 from trainer.families import Runtime, TrainFamily, family_class
 from trainer.loading import load_pipeline
@@ -144,7 +144,7 @@ def train_lora(config: TrainingConfig, base: BaseModelRef, items: list[TrainItem
     resumed_from = state.epoch
     runtime = resolve_runtime(config)
     clock, before = time.monotonic(), state.elapsed_seconds
-    total = steps_per_epoch(samples, config) * config.epochs
+    total = total_steps(samples, config)
 
     def elapsed() -> float:
         return before + time.monotonic() - clock

@@ -4,6 +4,8 @@ Text encoders are never trained (the config refuses it)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -80,7 +82,21 @@ class FluxFamily(TrainFamily):
             hidden = self.pipe.text_encoder_2(t5_ids, output_hidden_states=False)[0]
         return {"prompt_embeds": hidden, "pooled": pooled}
 
-    def sample_sigmas(self, bsz: int, gen: torch.Generator) -> torch.Tensor:
+    def shift_for(self, h: int, w: int) -> float:
+        """Timestep shift for an ``h``×``w`` latent: ``config.flux_shift`` when set, else exp(μ) with μ from
+        FluxPipeline's own ``calculate_shift`` over the packed sequence length and the base's scheduler config —
+        the shift the pipeline applies at that resolution at inference (3.1582 at 1024², less for smaller)."""
+        if self.config.flux_shift is not None:
+            return self.config.flux_shift
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+        sched = self.pipe.scheduler.config
+        mu = calculate_shift((h // 2) * (w // 2), sched.get("base_image_seq_len", 256),
+                             sched.get("max_image_seq_len", 4096), sched.get("base_shift", 0.5),
+                             sched.get("max_shift", 1.15))
+        return math.exp(mu)
+
+    def sample_sigmas(self, bsz: int, gen: torch.Generator, shift: float = 1.0) -> torch.Tensor:
         cfg = self.config
         if cfg.flux_timestep_sampling == "uniform":
             return self.rand((bsz,), gen)
@@ -88,15 +104,14 @@ class FluxFamily(TrainFamily):
         # ``--timestep_sampling shift``: σ' = sσ / (1 + (s−1)σ), the same map the Flux scheduler applies.
         sigma = torch.sigmoid(self.randn((bsz,), gen))
         if cfg.flux_timestep_sampling == "shift":
-            s = cfg.flux_shift
-            sigma = s * sigma / (1 + (s - 1) * sigma)
+            sigma = shift * sigma / (1 + (shift - 1) * sigma)
         return sigma
 
     def loss(self, batch: Batch, text: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
         latents = self.sample_latents(batch, gen)
         b, _, h, w = latents.shape
         noise = self.randn(latents.shape, gen)
-        sigma = self.sample_sigmas(b, gen)
+        sigma = self.sample_sigmas(b, gen, self.shift_for(h, w))
         s = sigma.view(b, 1, 1, 1)
         noisy = (1 - s) * latents + s * noise
         dtype = self.runtime.weight_dtype
