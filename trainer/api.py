@@ -25,10 +25,12 @@ class BaseModelRef:
 
 @dataclass(frozen=True)
 class TrainItem:
-    """One training image (already normalised RGB on disk) and its caption (may be empty)."""
+    """One training image (already normalised RGB on disk), its caption (may be empty) and the name of its image
+    group in a multi-concept dataset ("" = none; the config's ``groups`` give its trigger and repeats)."""
 
     image_path: Path
     caption: str = ""
+    group: str = ""
 
 
 @dataclass

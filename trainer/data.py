@@ -122,7 +122,7 @@ def build_samples(items: list[TrainItem], config: TrainingConfig) -> list[Sample
         for bucket in place_image(size, config):
             _, crop = _cover_crop(size, bucket)
             samples.append(Sample(len(samples), path, item.caption or "", bucket, size, crop, item=i,
-                                  group=getattr(item, "group", "") or ""))
+                                  group=item.group or ""))
     return samples
 
 
@@ -138,21 +138,37 @@ def load_pixels(sample: Sample) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- captions
-def base_caption(caption: str, config: TrainingConfig) -> str:
-    """The caption with the trigger word first (unless it is already present)."""
-    sep = config.caption_separator
+def _prefix(caption: str, word: str, sep: str) -> str:
+    if not word or re.search(rf"(?<!\w){re.escape(word)}(?!\w)", caption, re.I):
+        return caption
+    return f"{word}{sep} {caption}" if caption else word
+
+
+def group_trigger(config: TrainingConfig, group: str) -> str:
+    spec = config.group(group) if group else None
+    return spec.trigger if spec else ""
+
+
+def base_caption(caption: str, config: TrainingConfig, group: str = "") -> str:
+    """The caption with the trigger word first and the image group's trigger second (each unless present)."""
     caption = caption.strip()
-    trigger = config.trigger
-    if config.prefix_trigger and trigger and not re.search(rf"(?<!\w){re.escape(trigger)}(?!\w)", caption, re.I):
-        caption = f"{trigger}{sep} {caption}" if caption else trigger
+    if config.prefix_trigger:
+        caption = _prefix(_prefix(caption, group_trigger(config, group), config.caption_separator),
+                          config.trigger, config.caption_separator)
     return caption
 
 
-def caption_variant(caption: str, config: TrainingConfig, rng: random.Random) -> str:
+def kept_tokens(config: TrainingConfig, group: str = "") -> int:
+    """Leading tags never shuffled: ``keep_tokens``, plus the group trigger that follows the Element's."""
+    return config.keep_tokens + (1 if config.prefix_trigger and group_trigger(config, group) else 0)
+
+
+def caption_variant(caption: str, config: TrainingConfig, rng: random.Random, keep: int | None = None) -> str:
     """``caption`` with its tags after the first ``keep_tokens`` shuffled (kohya ``--shuffle_caption``)."""
     sep = config.caption_separator
     tags = [t.strip() for t in caption.split(sep) if t.strip()]
-    keep, rest = tags[:config.keep_tokens], tags[config.keep_tokens:]
+    n_keep = config.keep_tokens if keep is None else keep
+    keep, rest = tags[:n_keep], tags[n_keep:]
     rng.shuffle(rest)
     return f"{sep} ".join(keep + rest) if sep != " " else " ".join(keep + rest)
 
@@ -172,10 +188,11 @@ def variant_count(config: TrainingConfig) -> int:
 
 def caption_for(sample: Sample, config: TrainingConfig, variant: int) -> str:
     """Caption variant ``variant`` of ``sample`` (deterministic for a given seed)."""
-    caption = base_caption(sample.caption, config)
+    caption = base_caption(sample.caption, config, sample.group)
     if not config.shuffle_captions:
         return caption
-    return caption_variant(caption, config, random.Random(f"{config.seed}:shuffle:{sample.image}:{variant}"))
+    return caption_variant(caption, config, random.Random(f"{config.seed}:shuffle:{sample.image}:{variant}"),
+                           kept_tokens(config, sample.group))
 
 
 @dataclass(frozen=True)
@@ -235,6 +252,8 @@ def dataset_hash(items: list[TrainItem]) -> str:
     for item in items:
         h.update(hashlib.sha256(Path(item.image_path).read_bytes()).digest())
         h.update((item.caption or "").encode())
+        if item.group:
+            h.update(f"\0group:{item.group}".encode())
     return h.hexdigest()
 
 
@@ -242,7 +261,7 @@ def tag_frequency(samples: list[Sample], config: TrainingConfig) -> dict[str, in
     """Tag → count over the captions as trained (kohya ``ss_tag_frequency``)."""
     freq: dict[str, int] = {}
     for s in (variants[0] for variants in _by_image(samples).values()):
-        for tag in base_caption(s.caption, config).split(config.caption_separator):
+        for tag in base_caption(s.caption, config, s.group).split(config.caption_separator):
             tag = tag.strip()
             if tag:
                 freq[tag] = freq.get(tag, 0) + 1

@@ -253,9 +253,18 @@ def kohya_flux(lora: dict[str, dict[str, torch.Tensor]], alpha: float, transform
 # ---------------------------------------------------------------------------------------------- metadata
 def kohya_metadata(*, family: str, base_name: str, rank: int, alpha: float, use_dora: bool, output_name: str,
                    tag_frequency: dict[str, int], dataset_hash: str, image_count: int, repeats: int,
-                   trigger: str, extra: dict[str, str]) -> dict[str, str]:
-    """``ss_*`` keys as kohya-ss sd-scripts writes them (all values strings; JSON where kohya uses JSON)."""
+                   trigger: str, extra: dict[str, str],
+                   groups: list[tuple[str, int, int, dict[str, int]]] | None = None) -> dict[str, str]:
+    """``ss_*`` keys as kohya-ss sd-scripts writes them (all values strings; JSON where kohya uses JSON).
+
+    ``groups`` — (name, repeats, image count, tag frequency) per image group of a multi-concept dataset — become
+    one kohya ``<repeats>_<name>`` dataset folder each."""
     dataset_dir = f"{repeats}_{trigger or output_name}"  # kohya's "<repeats>_<name>" folder convention
+    dirs = {dataset_dir: {"n_repeats": repeats, "img_count": image_count}}
+    freqs = {dataset_dir: tag_frequency}
+    if groups:
+        dirs = {f"{r}_{name}": {"n_repeats": r, "img_count": n} for name, r, n, _ in groups}
+        freqs = {f"{r}_{name}": f for name, r, _, f in groups}
     meta = {
         "ss_base_model_version": {"sd15": "sd_v1", "sdxl": "sdxl_base_v1-0", "flux": "flux1"}[family],
         "ss_sd_model_name": base_name,
@@ -264,10 +273,10 @@ def kohya_metadata(*, family: str, base_name: str, rank: int, alpha: float, use_
         "ss_network_alpha": str(alpha),
         "ss_network_args": json.dumps({"algo": "dora"} if use_dora else {}),
         "ss_output_name": output_name,
-        "ss_tag_frequency": json.dumps({dataset_dir: tag_frequency}),
-        "ss_dataset_dirs": json.dumps({dataset_dir: {"n_repeats": repeats, "img_count": image_count}}),
+        "ss_tag_frequency": json.dumps(freqs),
+        "ss_dataset_dirs": json.dumps(dirs),
         "ss_dataset_hash": dataset_hash,
-        "ss_num_train_images": str(image_count * repeats),
+        "ss_num_train_images": str(sum(d["n_repeats"] * d["img_count"] for d in dirs.values())),
         "ss_v2": "False",
         "atelier_trigger_word": trigger,
         "atelier_family": family,

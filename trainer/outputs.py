@@ -125,6 +125,21 @@ def draw_loss_curve(losses: list[float], steps_per_epoch: int, path: Path, *, ti
 
 
 # ---------------------------------------------------------------------------------------------- final bundle
+def _group_dirs(samples, config) -> list[tuple[str, int, int, dict[str, int]]] | None:
+    """(group, repeats, images, tag frequency) per image group, for kohya's per-folder metadata."""
+    from trainer.data import tag_frequency
+
+    if not config.groups:
+        return None
+    names = sorted({s.group for s in samples}, key=lambda g: (g == "", g))
+    out = []
+    for name in names:
+        members = [s for s in samples if s.group == name]
+        out.append((name or "ungrouped", config.repeats_for(name), len({s.image for s in members}),
+                    tag_frequency(members, config)))
+    return out
+
+
 def write_bundle(*, family, pipeline_cls, config, base, items, samples, out_dir: Path, state, name: str,
                  element_name: str, category: str, grid_cells: dict | None, total_steps: int, resumed_from: int,
                  steps_per_epoch: int):
@@ -162,6 +177,7 @@ def write_bundle(*, family, pipeline_cls, config, base, items, samples, out_dir:
         family=config.family, base_name=base.name, rank=config.rank, alpha=config.alpha, use_dora=config.use_dora,
         output_name=name, tag_frequency=tag_frequency(samples, config), dataset_hash=data_hash,
         image_count=len(items), repeats=config.repeats, trigger=config.trigger,
+        groups=_group_dirs(samples, config),
         extra={**common, "ss_num_epochs": str(config.epochs), "ss_steps": str(state.global_step),
                "ss_learning_rate": str(config.learning_rate), "ss_unet_lr": str(config.learning_rate),
                "ss_text_encoder_lr": str(config.effective_text_encoder_lr if family.trains_text_encoder else 0),
