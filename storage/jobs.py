@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.actors import Actor
+from storage.dataset_groups import training_groups
 from storage.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from storage.job_transitions import end_job, note_base
 from storage.job_views import JobInfo
@@ -67,10 +68,11 @@ class JobService:
         trigger_display, _ = normalize_trigger(trigger)
         await self._server_rules(actor, origin, name, trigger, description)
         async with self.db.transaction() as session:
-            dataset_id, dataset_name = await self._dataset(session, actor, dataset)
+            dataset_id, dataset_name, groups = await self._dataset(session, actor, dataset)
             manifest = await self.datasets.manifest(session, dataset_id)
             check_image_count(self.settings, len(manifest), dataset_name, base_model, spec.family.value)
-            config = build_config(cat, spec.family.value, len(manifest), trigger_display, overrides)
+            config = build_config(cat, spec.family.value, len(manifest), trigger_display, overrides,
+                                  training_groups(groups, manifest))
             job, position = await self._create_training(
                 session, actor, dataset_id=dataset_id, dataset_name=dataset_name, manifest=manifest, name=name,
                 category=cat, base_model=base_model, family=spec.family.value, trigger=trigger_display,
@@ -78,9 +80,9 @@ class JobService:
         await self._enqueue(job)
         return JobInfo.of(job, queue_position=position)
 
-    async def _dataset(self, session: AsyncSession, actor: Actor, name: str) -> tuple[int, str]:
+    async def _dataset(self, session: AsyncSession, actor: Actor, name: str) -> tuple[int, str, dict[str, Any]]:
         ds = await self.datasets.load_owned(session, actor, name, for_update=True)
-        return ds.id, ds.name
+        return ds.id, ds.name, dict(ds.groups or {})
 
     async def _create_training(self, session: AsyncSession, actor: Actor, *, dataset_id: int | None,
                                dataset_name: str, manifest: list[dict[str, Any]], name: str, category: str,

@@ -39,14 +39,20 @@ def check_image_count(settings: Settings, n: int, dataset: str, base_model: str,
                            f"Remove {n - hi} with /dataset remove, keeping your most varied, sharpest images.")
 
 
-def build_config(category: str, family: str, n: int, trigger: str, overrides: dict[str, Any] | None) -> Any:
-    """The validated :class:`trainer.config.TrainingConfig` (torch-free), or InvalidInput naming the option."""
+def build_config(category: str, family: str, n: int, trigger: str, overrides: dict[str, Any] | None,
+                 groups: list[dict[str, Any]] | None = None) -> Any:
+    """The validated :class:`trainer.config.TrainingConfig` (torch-free), or InvalidInput naming the option.
+
+    ``groups`` — the dataset's image groups (see :func:`storage.dataset_groups.training_groups`)."""
     from pydantic import ValidationError
 
     from trainer.config import TrainingConfig, validation_message
 
+    values = dict(overrides or {})
+    if groups:
+        values["groups"] = groups
     try:
-        return TrainingConfig.for_request(category, family, n, trigger, **dict(overrides or {}))
+        return TrainingConfig.for_request(category, family, n, trigger, **values)
     except ValidationError as exc:
         raise InvalidInput(f"Invalid training option: {validation_message(exc)}.",
                            "Fix the option or leave it out to use the preset.") from None

@@ -107,7 +107,7 @@ class TrainingRun:
         for name in (CANCEL_FILE, PAUSE_FILE, PAUSED_FILE):
             (self.control / name).unlink(missing_ok=True)
         items = [{"image_path": str(await self.app.services.blobs.open_local(i["blob"])),
-                  "caption": i.get("caption", "")} for i in p["manifest"]]
+                  "caption": i.get("caption", ""), "group": i.get("group", "")} for i in p["manifest"]]
         spec_doc = {
             "job_id": self.job.id, "attempt": self.attempt,
             "base": {"name": p["base_model"], "family": spec.family.value, "source": spec.source},
