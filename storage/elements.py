@@ -19,11 +19,11 @@ from storage.actors import Actor
 from storage.blob_gc import BlobCollector, element_blobs, hashes_in, tombstone
 from storage.blobs import BlobStore
 from storage.db import Database
-from storage.element_views import ElementInfo, ExportBundle, Page, ResolvedElement, element_info
+from storage.element_views import ElementInfo, ExportBundle, Page, ResolvedElement, element_info, stored_range
 from storage.errors import Conflict, FamilyMismatch, Forbidden, InvalidInput, NotFound
 from storage.models import Category, Dataset, Element, ElementStatus, User, Visibility
 from storage.settings import Settings
-from trainer.prompting import MAX_LORAS, check_strengths
+from trainer.prompting import MAX_LORAS, check_strengths, range_warnings, split_group
 
 _REF_ID = re.compile(r"^#(\d{1,12})$")
 MAX_DESCRIPTION = 500
@@ -107,6 +107,12 @@ class ElementService:
     async def get(self, actor: Actor, ref: str) -> ElementInfo:
         async with self.db.read() as session:
             element, owner = await self._find(session, actor, ref)
+        return element_info(element, owner, actor.user_id)
+
+    async def get_for_generation(self, actor: Actor, ref: str) -> ElementInfo:
+        """Like :meth:`get`, for a generation reference that may name an image group (``Name@group``)."""
+        async with self.db.read() as session:
+            element, owner, _, _ = await self._find_with_group(session, actor, ref)
         return element_info(element, owner, actor.user_id)
 
     async def browse(self, actor: Actor, *, query: str | None = None, base_model: str | None = None,
@@ -224,7 +230,8 @@ class ElementService:
             raise InvalidInput(f"At most {MAX_LORAS} Elements can be combined in one image; you asked for {len(refs)}.")
         resolved: list[ResolvedElement] = []
         for ref, strength in refs:
-            element, owner = await self._find(session, actor, ref)
+            element, owner, group, group_word = await self._find_with_group(session, actor, ref)
+            swept = stored_range(element)
             if any(r.element_id == element.id for r in resolved):
                 raise InvalidInput(f"“{element.name}” is listed twice.", "Use each Element once.")
             if element.status != ElementStatus.READY.value or not element.weights_blob:
@@ -240,20 +247,44 @@ class ElementService:
             resolved.append(ResolvedElement(
                 element_id=element.id, name=element.name, owner_id=owner.id,
                 owner_name=owner.display_name or owner.external_id.split(":", 1)[-1],
-                is_own=owner.id == actor.user_id, trigger_word=element.trigger_word,
+                is_own=owner.id == actor.user_id,
+                trigger_word=f"{element.trigger_word}, {group_word}" if group_word else element.trigger_word,
                 strength=float(element.recommended_strength if strength is None else strength),
                 weights_blob=element.weights_blob, base_model=element.base_model, base_family=element.base_family,
+                group=group, strength_range=swept,
             ))
         self.strength_warnings(resolved)  # raises for refused strengths
         return resolved
 
+    async def _find_with_group(self, session: AsyncSession, actor: Actor, ref: str
+                               ) -> tuple[Element, User, str, str]:
+        """The Element of ``ref`` (``Name`` or ``Name@group``), the group's stored name and its trigger word."""
+        name, group = split_group(ref)
+        if not group:
+            element, owner = await self._find(session, actor, ref)
+            return element, owner, "", ""
+        try:
+            element, owner = await self._find(session, actor, name)
+        except NotFound:
+            element, owner = await self._find(session, actor, ref)  # an Element whose name contains "@"
+            return element, owner, "", ""
+        groups = list((element.training_config or {}).get("groups") or [])
+        spec = next((g for g in groups if str(g.get("name", "")).casefold() == group.casefold()), None)
+        if spec is None:
+            known = ", ".join(f"@{g['name']}" for g in groups) or "none (it was trained without groups)"
+            raise InvalidInput(f"“{element.name}” has no image group “{group}”.", f"Its groups: {known}.")
+        return element, owner, str(spec["name"]), str(spec.get("trigger", ""))
+
     @staticmethod
     def strength_warnings(resolved: Sequence[ResolvedElement]) -> list[str]:
-        """Warnings for the chosen strengths (the shared rule in trainer.prompting); InvalidInput if refused."""
+        """Warnings for the chosen strengths (the shared rules in trainer.prompting); InvalidInput if refused."""
+        names = [f"“{r.name}”" for r in resolved]
+        strengths = [r.strength for r in resolved]
         try:
-            return check_strengths([r.strength for r in resolved], [f"“{r.name}”" for r in resolved])
+            warnings = check_strengths(strengths, names)
         except ValueError as exc:
             raise InvalidInput(str(exc)[0].upper() + str(exc)[1:] + ".") from None
+        return warnings + range_warnings(strengths, [r.strength_range for r in resolved], names)
 
     async def record_usage(self, session: AsyncSession, element_ids: Sequence[int], *,
                            exclude_owner_id: int | None = None) -> None:

@@ -182,7 +182,7 @@ class JobService:
 
     async def _default_base(self, actor: Actor, refs: Sequence[tuple[str, float | None]]) -> str:
         """The Elements' base model when they all agree, else the configured default."""
-        bases = {(await self.elements.get(actor, ref)).base_model for ref, _ in refs}
+        bases = {(await self.elements.get_for_generation(actor, ref)).base_model for ref, _ in refs}
         return bases.pop() if len(bases) == 1 else self.settings.default_base_model
 
     async def _cooldown(self, session: AsyncSession, actor: Actor) -> None:
