@@ -204,16 +204,17 @@ class DatasetService:
         contents = await ZipLimits.from_settings(self.settings).read_async(data)
         files = [IncomingFile(e.name, e.data, e.caption or None) for e in contents.entries]
         report = await self.add_images(actor, name, files, source="zip", on_progress=on_progress)
-        await self._groups_from_kohya_folders(actor, name, report)
+        await self._groups_from_kohya_folders(actor, name, [e.name for e in contents.entries], report)
         refused = [FileResult(n, "refused", reason=r, code="archive") for n, r in contents.refused]
         return AddReport(report.dataset, report.files + refused, report.image_count)
 
-    async def _groups_from_kohya_folders(self, actor: Actor, name: str, report: AddReport) -> None:
-        """Images added from kohya ``N_name/`` folders join group ``name`` with that trigger and N repeats."""
+    async def _groups_from_kohya_folders(self, actor: Actor, name: str, paths: list[str], report: AddReport) -> None:
+        """Images added from kohya ``N_name/`` folders join group ``name`` with that trigger and N repeats.
+        ``report.files`` is in the order of ``paths`` (one result per file)."""
         by_group: dict[tuple[str, str, int], list[int]] = {}
-        for f in report.added:
-            folder = kohya_folder(f.filename)
-            if folder and f.index is not None:
+        for path, f in zip(paths, report.files, strict=True):
+            folder = kohya_folder(path)
+            if folder and f.added and f.index is not None:
                 by_group.setdefault(folder, []).append(f.index)
         for (group, trigger, repeats), indices in by_group.items():
             await self.set_group(actor, name, group, indices, trigger=trigger, repeats=repeats)

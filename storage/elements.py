@@ -356,8 +356,8 @@ class ElementService:
         return element
 
     async def finish(self, session: AsyncSession, element_id: int, *, weights_blob: str, kohya_blob: str | None,
-                     metadata_blob: str | None, artifacts: dict[str, Any], recommended_strength: float
-                     ) -> Element | None:
+                     metadata_blob: str | None, artifacts: dict[str, Any], recommended_strength: float,
+                     strength_range: tuple[float, float] | None = None) -> Element | None:
         """Mark a trained Element READY with its files (written once: a repeated call changes nothing).
 
         Returns None when the Element was deleted meanwhile; its new files are tombstoned for collection.
@@ -373,6 +373,8 @@ class ElementService:
         element.metadata_blob = metadata_blob
         element.artifacts = dict(artifacts)
         element.recommended_strength = float(recommended_strength)
+        if strength_range is not None:
+            element.strength_min, element.strength_max = (float(v) for v in strength_range)
         element.status = ElementStatus.READY.value
         await session.flush()
         return element
