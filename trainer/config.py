@@ -111,7 +111,8 @@ class TrainingConfig(BaseModel):
     sample_resolution: int | None = Field(None, ge=32, le=2048)  # None → resolution
     grid: bool = True
     grid_strengths: list[float] = Field(default_factory=lambda: [0.0, 0.5, 0.75, 1.0], min_length=1, max_length=8)
-    recommended_strength: float = Field(1.0, ge=0, le=2)
+    recommended_strength: float = Field(1.0, ge=0, le=2)  # used when the strength sweep is off or inconclusive
+    strength_sweep: bool = True  # after training: render 0.2…1.2, recommend a range (trainer/strength_sweep.py)
     output_name: str = Field("", max_length=100)
     save_precision: Literal["fp16", "bf16", "fp32"] = "fp16"  # exported LoRA files (checkpoints stay fp32)
 

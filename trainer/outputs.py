@@ -142,7 +142,7 @@ def _group_dirs(samples, config) -> list[tuple[str, int, int, dict[str, int]]] |
 
 def write_bundle(*, family, pipeline_cls, config, base, items, samples, out_dir: Path, state, name: str,
                  element_name: str, category: str, grid_cells: dict | None, total_steps: int, resumed_from: int,
-                 steps_per_epoch: int):
+                 steps_per_epoch: int, sweep=None):
     """Final files: diffusers + kohya LoRA, loss curve, grid, element.json → a :class:`TrainResult`."""
     import torch
 
@@ -158,14 +158,17 @@ def write_bundle(*, family, pipeline_cls, config, base, items, samples, out_dir:
     )
 
     save_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[config.save_precision]
-    notes = list(family.runtime.notes)
+    notes = list(family.runtime.notes) + (list(sweep.notes) if sweep else [])
+    strength = sweep.default_strength if sweep and sweep.default_strength is not None else config.recommended_strength
+    strength_range = sweep.range if sweep else None
     lora = family.lora_state()
     data_hash = dataset_hash(items)
     finished = datetime.now(UTC).isoformat(timespec="seconds")
     common = {
         "atelier_trigger_word": config.trigger, "atelier_family": config.family, "atelier_category": category,
         "atelier_element_name": element_name, "atelier_base_model": base.name,
-        "atelier_recommended_strength": str(config.recommended_strength),
+        "atelier_recommended_strength": str(strength),
+        **({"atelier_strength_range": json.dumps(list(strength_range))} if strength_range else {}),
     }
     diffusers_path = save_diffusers_lora(pipeline_cls, out_dir / f"{name}.safetensors",
                                          cast_lora(lora, save_dtype), family.adapter_metadata(), common)
@@ -200,7 +203,9 @@ def write_bundle(*, family, pipeline_cls, config, base, items, samples, out_dir:
     element = {
         "format": 1, "name": element_name or name, "trigger": config.trigger, "family": config.family,
         "base_model": {"name": base.name, "family": base.family, "source": base.source},
-        "category": category, "recommended_strength": config.recommended_strength,
+        "category": category, "recommended_strength": strength,
+        "strength_range": list(strength_range) if strength_range else None,
+        "strength_sweep": sweep.as_dict() if sweep else None,
         "sample_prompts": config.resolved_sample_prompts(),
         "files": {"diffusers": diffusers_path.name, "kohya": kohya_path.name, "loss_curve": loss_png.name,
                   "grid": grid_png.name if grid_png else None,
@@ -221,5 +226,5 @@ def write_bundle(*, family, pipeline_cls, config, base, items, samples, out_dir:
         loss_curve_png=loss_png, grid_png=grid_png,
         samples={e: [out_dir / p for p in ps] for e, ps in sorted(state.samples.items())},
         epoch_weights={e: out_dir / p for e, p in sorted(state.epoch_weights.items())},
-        recommended_strength=config.recommended_strength, resumed_from_epoch=resumed_from,
+        recommended_strength=strength, resumed_from_epoch=resumed_from, strength_range=strength_range,
     )

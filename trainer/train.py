@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from trainer.api import (
     BaseModelRef,
@@ -32,20 +33,22 @@ from trainer.api import (
     TrainItem,
     TrainResult,
 )
-from trainer.caching import cache_latents, cache_text, encode_captions, offload
+from trainer.caching import cache_latents, cache_text, encode_captions, make_batch, offload
 from trainer.checkpoint import TrainState, latest_checkpoint, restore_rng, rng_state, save_checkpoint
 from trainer.config import TrainingConfig
-from trainer.data import build_samples, dataset_hash, steps_per_epoch, total_steps
+from trainer.data import Slot, build_samples, dataset_hash, steps_per_epoch, total_steps
 from trainer.export import cast_lora, read_diffusers_lora, save_diffusers_lora
 from trainer.families import Runtime, TrainFamily, family_class
 from trainer.loading import load_pipeline
 from trainer.loop import LoopParts, TrainingLoop
 from trainer.optim import build_optimizer, build_scheduler, check_optimizer_available
 from trainer.outputs import grid_epochs, render_samples, write_bundle
+from trainer.strength_sweep import SweepResult, run_sweep
 
 # Config fields that only shape outputs; changing them between attempts must not block a resume.
 OUTPUT_ONLY_FIELDS = {"sample_every_n_epochs", "sample_prompts", "sample_steps", "sample_guidance", "sample_seed",
                       "sample_resolution", "grid", "grid_strengths", "recommended_strength", "output_name",
+                      "strength_sweep",
                       "save_precision", "save_every_n_epochs", "device"}
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -204,16 +207,55 @@ def train_lora(config: TrainingConfig, base: BaseModelRef, items: list[TrainItem
         save_checkpoint(out_dir, fingerprint=fingerprint, state=state, lora=family.lora_state(),
                         optimizer=optimizer, scheduler=scheduler, scaler=scaler, rng=rng_state(noise_gen))
 
+    sweep = None
+    if config.strength_sweep:
+        loop.check_control()
+        emit(event("sampling"))
+        sweep = _strength_sweep(family, sampler, config, samples, latents, text_cache)
     emit(event("exporting"))
     grid_cells = _grid_cells(family, sampler, config, out_dir, state)
     result = write_bundle(
         family=family, pipeline_cls=pipeline_cls, config=config, base=base, items=items, samples=samples,
         out_dir=out_dir, state=state, name=output_name(config, element_name), element_name=element_name,
         category=category or config.category, grid_cells=grid_cells, total_steps=total,
-        resumed_from=resumed_from, steps_per_epoch=steps_per_epoch(samples, config),
+        resumed_from=resumed_from, steps_per_epoch=steps_per_epoch(samples, config), sweep=sweep,
     )
     emit(event("done", loss=state.losses[-1] if state.losses else None))
     return result
+
+
+SWEEP_PROMPTS, SWEEP_IMAGES, SWEEP_DRAWS = 2, 8, 2
+
+
+def _strength_sweep(family: TrainFamily, sampler: Sampler, config: TrainingConfig, samples: list,
+                    latents, text_cache) -> SweepResult:
+    """Render the sample prompts at each sweep strength and score them against the dataset (see strength_sweep)."""
+    prompts = sampler.prompts[:SWEEP_PROMPTS]
+    picks = list({s.image: s for s in samples}.values())[:SWEEP_IMAGES]  # one placement per image
+
+    def render(strength: float, k: int):
+        with family.lora_strength(strength):
+            return [sampler.image(prompts[k], config.sample_seed + k)]
+
+    @torch.no_grad()
+    def denoise_loss(strength: float) -> float:
+        gen = torch.Generator("cpu").manual_seed(config.seed + 1)  # the same draws at every strength
+        family.train_mode(False)
+        total = 0.0
+        with family.lora_strength(strength):
+            for sample in picks:
+                batch = make_batch([Slot(sample.index, 0, False)], samples, latents, text_cache, config)
+                text = batch.text if batch.text is not None else family.encode_text(batch.captions)
+                for _ in range(SWEEP_DRAWS):
+                    total += float(family.loss(batch, text, gen))
+        return total / (len(picks) * SWEEP_DRAWS)
+
+    images = []
+    for s in picks:
+        with Image.open(s.image_path) as img:
+            images.append(img.convert("RGB"))
+    return run_sweep(render, denoise_loss, images, size=config.sample_resolution or config.resolution,
+                     device=family.runtime.device, prompts=len(prompts))
 
 
 def _grid_cells(family: TrainFamily, sampler: Sampler, config: TrainingConfig, out_dir: Path,

@@ -310,7 +310,8 @@ class TrainingRun:
         await self.app.transitions.succeed_training(
             self.job.id, self.attempt, weights_blob=weights, kohya_blob=await put(r.get("lora_kohya")),
             metadata_blob=await put(r.get("element_json")), artifacts=artifacts,
-            recommended_strength=float(r.get("recommended_strength") or 1.0), summary=summary)
+            recommended_strength=float(r.get("recommended_strength") or 1.0), summary=summary,
+            strength_range=tuple(r["strength_range"]) if r.get("strength_range") else None)
 
     def _cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

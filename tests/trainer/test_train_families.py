@@ -65,7 +65,10 @@ def test_trains_and_writes_every_output(family, trained):
     element = json.loads(result.element_json.read_text())
     assert element["name"] == "Teal Shapes" and element["trigger"] == "ohwx" and element["family"] == family
     assert element["category"] == "style" and element["base_model"]["source"] == f"builtin:tiny-{family}"
-    assert element["sample_prompts"] == ["ohwx shapes"] and element["recommended_strength"] == 1.0
+    assert element["sample_prompts"] == ["ohwx shapes"]
+    swept = element["strength_range"]  # the post-training sweep's range; its midpoint is the default strength
+    assert element["recommended_strength"] == (round(round(sum(swept) / 2 / 0.05) * 0.05, 2) if swept else 1.0)
+    assert element["strength_sweep"]["strengths"] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2]
     assert element["config"]["rank"] == config.rank and element["training"]["steps"] == 8
     if not torch.cuda.is_available():
         assert any("fp32" in n for n in element["notes"])  # bf16 requested, CPU fell back with a note
