@@ -48,6 +48,8 @@ class TrainingConfig(BaseModel):
     epochs: int = Field(10, ge=1, le=500)
     repeats: int = Field(1, ge=1, le=1000)
     batch_size: int = Field(1, ge=1, le=64)
+    # Optimizer step every N batches (effective batch = batch_size × N); the schedule counts optimizer steps.
+    gradient_accumulation_steps: int = Field(1, ge=1, le=128)
 
     # Optimisation.
     learning_rate: float = Field(1e-4, gt=0, le=10)
@@ -55,6 +57,7 @@ class TrainingConfig(BaseModel):
     optimizer: Optimizer = "adamw"
     weight_decay: float = Field(1e-2, ge=0, le=1)
     max_grad_norm: float = Field(1.0, ge=0)  # 0 disables clipping
+    ema_decay: float | None = Field(None, gt=0, lt=1)  # e.g. 0.999: export an EMA of the LoRA weights
     lr_scheduler: Scheduler = "constant"
     lr_warmup_steps: int = Field(0, ge=0)
     lr_num_cycles: int = Field(1, ge=1, le=100)  # cosine_with_restarts only
@@ -103,6 +106,7 @@ class TrainingConfig(BaseModel):
 
     # Outputs.
     save_every_n_epochs: int = Field(1, ge=1)
+    save_every_n_steps: int = Field(0, ge=0)  # also checkpoint mid-epoch every N steps (resume point); 0 = off
     sample_every_n_epochs: int = Field(0, ge=0)  # 0 → only after the last epoch
     sample_prompts: list[str] = Field(default_factory=list, max_length=8)
     sample_steps: int = Field(20, ge=1, le=100)
@@ -250,8 +254,9 @@ class TrainingConfig(BaseModel):
             values["groups"] = balanced_groups(overrides.pop("groups"), preset.target_samples, epochs)
         values.update(overrides)
         config = cls(**values)
-        if "lr_warmup_steps" not in overrides:
-            config.lr_warmup_steps = round(float(warmup_ratio) * config.total_steps(image_count))
+        if "lr_warmup_steps" not in overrides:  # the schedule counts optimizer steps
+            config.lr_warmup_steps = round(float(warmup_ratio) * config.total_steps(image_count)
+                                           / config.gradient_accumulation_steps)
         return config
 
 

@@ -246,6 +246,13 @@ def total_steps(samples: list[Sample], config: TrainingConfig) -> int:
     return sum(steps_per_epoch(samples, config, e) for e in range(1, config.epochs + 1))
 
 
+def optimizer_steps(samples: list[Sample], config: TrainingConfig) -> int:
+    """Optimizer steps of the whole run: batches grouped by ``gradient_accumulation_steps`` (the last group of
+    an epoch may be short: an epoch never carries gradients into the next)."""
+    accum = config.gradient_accumulation_steps
+    return sum(-(-steps_per_epoch(samples, config, e) // accum) for e in range(1, config.epochs + 1))
+
+
 def dataset_hash(items: list[TrainItem]) -> str:
     """Content hash of the images and captions (resume safety, ``ss_dataset_dirs`` stand-in)."""
     h = hashlib.sha256()

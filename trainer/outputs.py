@@ -125,6 +125,23 @@ def draw_loss_curve(losses: list[float], steps_per_epoch: int, path: Path, *, ti
 
 
 # ---------------------------------------------------------------------------------------------- final bundle
+MODELSPEC_ARCH = {"sd15": "stable-diffusion-v1/lora", "sdxl": "stable-diffusion-xl-v1-base/lora",
+                  "flux": "flux-1-dev/lora"}
+MODELSPEC_IMPL = {"sd15": "diffusers", "sdxl": "https://github.com/Stability-AI/generative-models",
+                  "flux": "https://github.com/black-forest-labs/flux"}
+
+
+def modelspec(config, base, title: str, finished: str) -> dict[str, str]:
+    """Stability AI's ``modelspec.*`` keys (sai_model_spec 1.0.0) as kohya's ``sai_model_spec.py`` writes them."""
+    arch = MODELSPEC_ARCH[config.family]
+    if config.family == "flux" and "schnell" in f"{base.name} {base.source}".lower():
+        arch = "flux-1-schnell/lora"
+    return {"modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": arch,
+            "modelspec.implementation": MODELSPEC_IMPL[config.family], "modelspec.title": title,
+            "modelspec.resolution": f"{config.resolution}x{config.resolution}", "modelspec.date": finished,
+            "modelspec.trigger_phrase": config.trigger}
+
+
 def _group_dirs(samples, config) -> list[tuple[str, int, int, dict[str, int]]] | None:
     """(group, repeats, images, tag frequency) per image group, for kohya's per-folder metadata."""
     from trainer.data import tag_frequency
@@ -189,7 +206,8 @@ def write_bundle(*, family, pipeline_cls, config, base, items, samples, out_dir:
                "ss_min_snr_gamma": str(config.min_snr_gamma), "ss_noise_offset": str(config.noise_offset),
                "ss_caption_dropout_rate": str(config.caption_dropout), "ss_keep_tokens": str(config.keep_tokens),
                "ss_shuffle_caption": str(config.shuffle_captions), "ss_mixed_precision": config.mixed_precision,
-               "ss_training_finished_at": finished},
+               "ss_training_finished_at": finished,
+               **modelspec(config, base, name, finished)},
     )
     kohya_path = save_kohya_lora(out_dir / f"{name}_kohya.safetensors", kohya, meta, save_dtype)
     loss_png = draw_loss_curve(state.losses, steps_per_epoch, out_dir / "loss_curve.png",

@@ -36,7 +36,7 @@ from trainer.api import (
 from trainer.caching import cache_latents, cache_text, encode_captions, make_batch, offload
 from trainer.checkpoint import TrainState, latest_checkpoint, restore_rng, rng_state, save_checkpoint
 from trainer.config import TrainingConfig
-from trainer.data import Slot, build_samples, dataset_hash, steps_per_epoch, total_steps
+from trainer.data import Slot, build_samples, dataset_hash, optimizer_steps, steps_per_epoch, total_steps
 from trainer.export import cast_lora, read_diffusers_lora, save_diffusers_lora
 from trainer.families import Runtime, TrainFamily, family_class
 from trainer.loading import load_pipeline
@@ -48,7 +48,7 @@ from trainer.strength_sweep import SweepResult, run_sweep
 # Config fields that only shape outputs; changing them between attempts must not block a resume.
 OUTPUT_ONLY_FIELDS = {"sample_every_n_epochs", "sample_prompts", "sample_steps", "sample_guidance", "sample_seed",
                       "sample_resolution", "grid", "grid_strengths", "recommended_strength", "output_name",
-                      "strength_sweep",
+                      "strength_sweep", "save_every_n_steps",
                       "save_precision", "save_every_n_epochs", "device"}
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -91,6 +91,20 @@ def _check_request(config: TrainingConfig, base: BaseModelRef, items: list[Train
                          f"{base.family!r}; build the config for {base.family!r}")
     if not items:
         raise ValueError("items: no training images; add images to the dataset first")
+
+
+@contextmanager
+def ema_weights(ema, params):
+    """Temporarily swap the EMA weights into ``params`` (a no-op without EMA)."""
+    if ema is None:
+        yield
+        return
+    ema.store(params)
+    ema.copy_to(params)
+    try:
+        yield
+    finally:
+        ema.restore(params)
 
 
 @contextmanager
@@ -173,27 +187,52 @@ def train_lora(config: TrainingConfig, base: BaseModelRef, items: list[TrainItem
     offload(family, text_encoders=not family.trains_text_encoder)
 
     optimizer = build_optimizer(family.param_groups(), config)
-    scheduler = build_scheduler(optimizer, config, total)
+    scheduler = build_scheduler(optimizer, config, optimizer_steps(samples, config))
     scaler = torch.amp.GradScaler("cuda") if runtime.fp16 else None
     noise_gen = torch.Generator("cpu").manual_seed(config.seed)
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+    ema = None
+    if config.ema_decay:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(trainable, decay=config.ema_decay)
     if ckpt:
         family.load_lora_state(ckpt.lora)
         optimizer.load_state_dict(ckpt.optimizer)
         scheduler.load_state_dict(ckpt.scheduler)
         if scaler is not None and ckpt.scaler:
             scaler.load_state_dict(ckpt.scaler)
+        if ema is not None and ckpt.ema:
+            ema.load_state_dict(ckpt.ema)
+            ema.to(runtime.device)
         restore_rng(noise_gen, ckpt.rng)
 
-    parts = LoopParts(family, config, samples, latents, text_cache, optimizer, scheduler, scaler, noise_gen)
-    loop = TrainingLoop(parts, state, total_steps=total, emit=emit, control=control, elapsed=elapsed)
+    def checkpoint() -> None:
+        state.elapsed_seconds = elapsed()
+        save_checkpoint(out_dir, fingerprint=fingerprint, state=state, lora=family.lora_state(),
+                        optimizer=optimizer, scheduler=scheduler, scaler=scaler, rng=rng_state(noise_gen), ema=ema)
+
+    last_saved = [state.global_step]
+
+    def after_update(epoch: int, batches: int) -> None:
+        """Mid-epoch checkpoint every ``save_every_n_steps`` (the epoch end writes its own)."""
+        n = config.save_every_n_steps
+        if n and state.global_step - last_saved[0] >= n and state.epoch_step < batches:
+            checkpoint()
+            last_saved[0] = state.global_step
+
+    parts = LoopParts(family, config, samples, latents, text_cache, optimizer, scheduler, scaler, noise_gen, ema)
+    loop = TrainingLoop(parts, state, total_steps=total, emit=emit, control=control, elapsed=elapsed,
+                        after_update=after_update)
     pipeline_cls = type(pipe)
     save_dtype = SAVE_DTYPES[config.save_precision]
     for epoch in range(state.epoch + 1, config.epochs + 1):
-        loop.run_epoch(epoch)
+        loop.run_epoch(epoch, skip=state.epoch_step if epoch == state.epoch + 1 else 0)
         if epoch in config.saved_epochs():
             path = out_dir / "epochs" / f"epoch-{epoch}.safetensors"
-            save_diffusers_lora(pipeline_cls, path, cast_lora(family.lora_state(), save_dtype),
-                                family.adapter_metadata(), {"atelier_epoch": str(epoch)})
+            with ema_weights(ema, trainable):
+                save_diffusers_lora(pipeline_cls, path, cast_lora(family.lora_state(), save_dtype),
+                                    family.adapter_metadata(), {"atelier_epoch": str(epoch)})
             state.epoch_weights[epoch] = str(path.relative_to(out_dir))
         if prompts and epoch in config.sample_epochs():
             loop.check_control()
@@ -202,11 +241,12 @@ def train_lora(config: TrainingConfig, base: BaseModelRef, items: list[TrainItem
                                    epoch, config.sample_seed)
             state.samples[epoch] = [str(p.relative_to(out_dir)) for p in paths]
             emit(event("sampling", sample_paths=paths))
-        state.epoch = epoch
-        state.elapsed_seconds = elapsed()
-        save_checkpoint(out_dir, fingerprint=fingerprint, state=state, lora=family.lora_state(),
-                        optimizer=optimizer, scheduler=scheduler, scaler=scaler, rng=rng_state(noise_gen))
+        state.epoch, state.epoch_step = epoch, 0
+        checkpoint()
+        last_saved[0] = state.global_step
 
+    if ema is not None:
+        ema.copy_to(trainable)  # the exported Element (sweep, grid, files) is the averaged one
     sweep = None
     if config.strength_sweep:
         loop.check_control()
