@@ -107,7 +107,7 @@ def test_exports_load_into_a_fresh_pipeline_and_change_it(family, trained, model
 
 def test_kohya_names_and_metadata(trained):
     expected_prefixes = {"sd15": {"lora_unet_", "lora_te_"}, "sdxl": {"lora_unet_", "lora_te1_", "lora_te2_"},
-                         "flux": {"lora_unet_double_blocks_"}}
+                         "flux": {"lora_unet_double_blocks_", "lora_unet_single_blocks_"}}
     for family in FAMILIES:
         config, items, result, _ = trained(family)
         with safe_open(str(result.lora_kohya), framework="pt") as f:
@@ -128,7 +128,8 @@ def test_kohya_names_and_metadata(trained):
     assert "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_out_0" in sd15_keys
     flux_keys = {k.split(".")[0] for k in safe_open(str(trained("flux")[2].lora_kohya), "pt").keys()}
     assert {"lora_unet_double_blocks_0_img_attn_qkv", "lora_unet_double_blocks_0_txt_attn_qkv",
-            "lora_unet_double_blocks_0_img_mlp_0", "lora_unet_double_blocks_0_txt_mlp_2"} <= flux_keys
+            "lora_unet_double_blocks_0_img_mlp_0", "lora_unet_double_blocks_0_txt_mlp_2",
+            "lora_unet_single_blocks_0_linear2"} <= flux_keys  # targets="full": single-block output too
 
 
 def test_same_seed_same_losses(models_dir, tmp_path, make_dataset, single_thread):  # noqa: F811
