@@ -279,7 +279,7 @@ def estimate_seconds(family: str, config: TrainingConfig, image_count: int, devi
     Per-step costs are typical community-reported speeds on a 24 GB consumer GPU (RTX 3090/4090 class, bf16,
     batch 1, gradient checkpointing): Flux-dev ≈1.6 s/step at 1024 px, SDXL ≈0.7 s at 1024 px, SD1.5 ≈0.15 s at
     512 px; scaled linearly by pixels × batch, +15 % with text-encoder training. Load + cache + export overhead and
-    sampling (≈ steps × prompts × a quarter of a training step) are added. CPU is taken as ~60× slower.
+    sampling (≈ steps × prompts × a quarter of a training step; the strength sweep too) are added. CPU is taken as ~60× slower.
     """
     per_step, ref_px, load_s = {"flux": (1.6, 1024, 90.0), "sdxl": (0.7, 1024, 40.0),
                                 "sd15": (0.15, 512, 15.0)}[family]
@@ -289,6 +289,9 @@ def estimate_seconds(family: str, config: TrainingConfig, image_count: int, devi
         step_s *= 0.8
     steps = config.total_steps(image_count)
     samples = len(config.sample_prompts) * len(config.sample_epochs()) * config.sample_steps * per_step * 0.25
+    if config.strength_sweep:  # 7 strengths × up to 2 prompts, plus 8 images × 2 denoising passes each
+        samples += 7 * max(1, min(2, len(config.sample_prompts))) * config.sample_steps * per_step * 0.25
+        samples += 7 * 16 * per_step * 0.3
     caching = image_count * 0.2 * (config.resolution / ref_px) ** 2
     total = load_s + caching + steps * step_s + samples + 10.0
     return total * (60.0 if device == "cpu" else 1.0)
