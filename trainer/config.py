@@ -279,7 +279,8 @@ def estimate_seconds(family: str, config: TrainingConfig, image_count: int, devi
     Per-step costs are typical community-reported speeds on a 24 GB consumer GPU (RTX 3090/4090 class, bf16,
     batch 1, gradient checkpointing): Flux-dev ≈1.6 s/step at 1024 px, SDXL ≈0.7 s at 1024 px, SD1.5 ≈0.15 s at
     512 px; scaled linearly by pixels × batch, +15 % with text-encoder training. Load + cache + export overhead and
-    sampling (≈ steps × prompts × a quarter of a training step; the strength sweep too) are added. CPU is taken as ~60× slower.
+    sampling (≈ steps × prompts × a quarter of a training step; the strength sweep too) are added. CPU is taken
+    as ~60× slower.
     """
     per_step, ref_px, load_s = {"flux": (1.6, 1024, 90.0), "sdxl": (0.7, 1024, 40.0),
                                 "sd15": (0.15, 512, 15.0)}[family]
