@@ -141,15 +141,21 @@ class ElementService:
         return Page([element_info(e, u, actor.user_id) for e, u in rows], page, per_page, total)
 
     async def autocomplete(self, actor: Actor, prefix: str, *, base_model: str | None = None, limit: int = 25,
-                           ready_only: bool = True, own_only: bool = False) -> list[tuple[str, str]]:
+                           ready_only: bool = True, own_only: bool = False,
+                           with_groups: bool = False) -> list[tuple[str, str]]:
         """(label, value) choices: own Elements (value = name) and shared ones (value = ``#id``).
 
         ``own_only`` for commands that change an Element (share, delete); ``ready_only=False`` to include
-        Elements still training or failed (info, delete).
+        Elements still training or failed (info, delete); ``with_groups`` (generation) adds ``Name@group`` for
+        each image group of an Element, and ``Name@gr…`` narrows to those groups.
         """
         conds = [Element.owner_id == actor.user_id if own_only else self.visible_to(actor)]
         if ready_only:
             conds.append(Element.status == ElementStatus.READY.value)
+        group_text = None
+        if with_groups and "@" in (prefix or ""):
+            prefix, _, group_text = prefix.rpartition("@")
+            group_text = group_text.strip().casefold()
         text = (prefix or "").strip().casefold()
         if text:
             conds.append(Element.name_key.like(f"%{_like_escape(text)}%", escape="\\"))
@@ -167,8 +173,14 @@ class ElementService:
                 label, value = f"{e.name} · {e.base_model}", e.name
             else:
                 label, value = f"{e.name} by {u.display_name or u.external_id} · {e.base_model}", f"#{e.id}"
-            out.append((label[:100], value))
-        return out
+            if group_text is None:
+                out.append((label[:100], value))
+            if with_groups:
+                for g in (e.training_config or {}).get("groups") or []:
+                    name = str(g.get("name", ""))
+                    if group_text is None or group_text in name.casefold():
+                        out.append((f"{label} @{name} ({g.get('trigger') or '—'})"[:100], f"{value}@{name}"))
+        return out[:max(1, min(limit, 25))]
 
     # ---- owner actions ---------------------------------------------------------------------------------------
 

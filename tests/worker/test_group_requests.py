@@ -26,6 +26,10 @@ async def test_groups_reach_training_and_generation(services, actor, make_datase
         row = await session.get(Element, element.id)
         row.training_config = dict(job.payload["config"])
         row.strength_min, row.strength_max = 0.4, 0.9
+    choices = await services.elements.autocomplete(actor, "pai", with_groups=True)
+    assert [v for _, v in choices] == ["Pair", "Pair@red", "Pair@blue"]
+    assert [v for _, v in await services.elements.autocomplete(actor, "pair@bl", with_groups=True)] == ["Pair@blue"]
+    assert [v for _, v in await services.elements.autocomplete(actor, "pai")] == ["Pair"]
     gen = await services.jobs.request_generation(actor, prompt="walking", elements=[("Pair@blue", None)])
     [used] = gen.payload["elements"]
     assert used["trigger"] == "zqxpair, blue coat" and used["group"] == "blue"
