@@ -3,11 +3,13 @@ repeats (balanced steps), and after training each group's trigger pulls generati
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
 from PIL import Image
+from safetensors import safe_open
 
 from trainer.api import GenerationRequest, LoraRef
 from trainer.config import GroupSpec, TrainingConfig
@@ -54,6 +56,11 @@ def test_each_group_trigger_pulls_toward_its_own_group(tmp_path, models_dir, sin
         groups=[GroupSpec(name="teal", trigger="teal", repeats=6, images=5),
                 GroupSpec(name="lime", trigger="magenta", repeats=6, images=5)])
     result = train_lora(config, tiny_ref("sd15"), teal + lime, tmp_path / "run", models_dir=models_dir)
+    with safe_open(str(result.lora_kohya), framework="pt") as f:  # one kohya "<repeats>_<name>" folder per group
+        meta = f.metadata()
+    assert json.loads(meta["ss_dataset_dirs"]) == {"6_teal": {"n_repeats": 6, "img_count": 5},
+                                                   "6_lime": {"n_repeats": 6, "img_count": 5}}
+    assert json.loads(meta["ss_tag_frequency"])["6_lime"] == {"zxq": 5, "magenta": 5, "shapes": 5}
     target = {"teal": mean_rgb([Image.open(i.image_path) for i in teal]),
               "lime": mean_rgb([Image.open(i.image_path) for i in lime])}
     gen = Generator(models_dir, device="cpu")
