@@ -52,7 +52,10 @@ def configs(family: str, args) -> dict[str, TrainingConfig]:
                   strength_sweep=False, save_precision="fp32", max_sequence_length=32)
     new = TrainingConfig(**values, **({"resolution_scales": [0.5, 0.75, 1.0]} if family == "flux" else {}))
     old = TrainingConfig(**values, **OLD, **({"flux_shift": 3.1582} if family == "flux" else {}))
-    return {"old": old, "new": new}
+    runs = {"old": old, "new": new}
+    if family == "flux":  # separates the multi-resolution part (tiny bases: 0.5× is only 32 px) from the rest
+        runs["new, 1 res"] = TrainingConfig(**values)
+    return runs
 
 
 def dataset(root: Path, args):
@@ -114,20 +117,23 @@ def main() -> None:
                              "kb": result.lora_diffusers.stat().st_size / 1024,
                              "dist": distances(gen, base, result.lora_diffusers, target, target_rgb, args)}
             gen.close()
-    old, new = results["old"], results["new"]
+    names = list(results)
+    labels = {"old": "old (attn, upscale)", "new": "new (full, no upscale)", "new, 1 res": "new, one resolution"}
     print(f"family={args.family} device={gen_device().type} images={args.images} ({args.images // 2} at half "
-          f"size) {args.size}px epochs={args.epochs} repeats={args.repeats} steps={new['steps']}")
-    print(f"{'':28} {'old (attention, upscale)':>24} {'new (full, no upscale)':>24} {'new/old':>8}")
+          f"size) {args.size}px epochs={args.epochs} repeats={args.repeats} steps={results['new']['steps']}")
+    print(f"{'':28}" + "".join(f"{labels[n]:>24}" for n in names)
+          + "".join(f"{n + '/old':>18}" for n in names[1:]))
 
-    def row(label: str, a: float, b: float, fmt: str = "{:.3f}") -> None:
-        print(f"{label:28} {fmt.format(a):>24} {fmt.format(b):>24} {b / a if a else float('nan'):8.2f}")
+    def row(label: str, values: list[float], fmt: str = "{:.3f}") -> None:
+        ratios = [v / values[0] if values[0] else float("nan") for v in values[1:]]
+        print(f"{label:28}" + "".join(f"{fmt.format(v):>24}" for v in values) + "".join(f"{r:18.2f}" for r in ratios))
 
-    row("training time s", old["seconds"], new["seconds"], "{:.1f}")
-    row("LoRA file KiB", old["kb"], new["kb"], "{:.0f}")
+    row("training time s", [results[n]["seconds"] for n in names], "{:.1f}")
+    row("LoRA file KiB", [results[n]["kb"] for n in names], "{:.0f}")
     for i, s in enumerate(STRENGTHS):
-        row(f"colour/texture dist @ {s:g}", old["dist"][i][0], new["dist"][i][0])
+        row(f"colour/texture dist @ {s:g}", [results[n]["dist"][i][0] for n in names])
     for i, s in enumerate(STRENGTHS):
-        row(f"mean-colour dist @ {s:g}", old["dist"][i][1], new["dist"][i][1], "{:.1f}")
+        row(f"mean-colour dist @ {s:g}", [results[n]["dist"][i][1] for n in names], "{:.1f}")
 
 
 if __name__ == "__main__":
