@@ -92,8 +92,14 @@ def show_embed(info: DatasetInfo, counts: dict[str, tuple[int, int]], findings: 
         desc_parts.append("**Checks**\n" + render.bullets(finding_lines(findings), limit=3000, bullet=""))
     else:
         desc_parts.append("**Checks**\nNo problems found.")
+    fields = [("Images per base family", "\n".join(count_lines(counts, settings)))]
+    if info.groups:
+        fields.append(("Image groups", render.truncate("\n".join(
+            f"**{render.escape(g.name)}** — {render.plural(g.image_count, 'image')}, trigger "
+            f"`{render.escape(g.trigger) or '—'}`, repeats {g.repeats if g.repeats else 'balanced'}"
+            for g in info.groups), render.FIELD_VALUE_LIMIT)))
     e = render.embed(f"🗂️ {info.name} — {render.plural(info.image_count, 'image')}", "\n\n".join(desc_parts),
-                     fields=[("Images per base family", "\n".join(count_lines(counts, settings)))],
+                     fields=fields,
                      footer="The numbers on the sheet are the image indices for /dataset caption and "
                             "/dataset remove.")
     if sheet:

@@ -43,6 +43,11 @@ def preview_embed(p: Any) -> discord.Embed:
         ("Estimated time", f"about {human_duration(p.estimate_seconds)} on a GPU", True),
         ("Training slots", slots, True),
     ]
+    if getattr(p, "groups", None):
+        fields.append(("Image groups", render.bullets(
+            (f"**{escape(g.name)}** (`{escape(g.trigger) or '—'}`): {plural(g.images, 'image')} × {g.repeats} "
+             f"repeat{'s' * (g.repeats != 1)} = {plural(g.steps, 'step')}" for g in p.groups),
+            limit=render.FIELD_VALUE_LIMIT), False))
     if p.overrides:
         fields.append(("Advanced options", ", ".join(f"{k}={v}" for k, v in sorted(p.overrides.items())), False))
     if p.warnings:
@@ -103,7 +108,9 @@ def finished_embeds(p: dict[str, Any], *, has_grid: bool, has_loss: bool) -> lis
     fields: list[tuple[str, str, bool]] = [
         ("Trigger word", f"`{p.get('trigger')}`", True),
         ("Base model", str(p.get("base_model")), True),
-        ("Recommended strength", f"{float(p.get('recommended_strength') or 1.0):g}", True),
+        ("Recommended strength", f"{float(p.get('recommended_strength') or 1.0):g}"
+         + (f" (works {p['strength_range'][0]:g}–{p['strength_range'][1]:g})" if p.get("strength_range") else ""),
+         True),
         ("Training", f"{plural(int(p.get('epochs') or 0), 'epoch')}, {plural(int(p.get('steps') or 0), 'step')}"
          + (f", final loss {p['final_loss']:.4f}" if isinstance(p.get("final_loss"), float) else ""), False),
     ]
@@ -165,18 +172,27 @@ def list_embed(items: Sequence[Any]) -> discord.Embed:
                         footer="Details: /element info · share: /element share · use: /generate")
 
 
+def strength_text(e: Any) -> str:
+    """``0.7 (works 0.4–1.0)`` when the post-training sweep found a range, else just the default strength."""
+    r = getattr(e, "strength_range", None)
+    return f"{e.recommended_strength:g} (works {r[0]:g}–{r[1]:g})" if r else f"{e.recommended_strength:g}"
+
+
 def info_embed(e: Any, *, image: str | None = None) -> discord.Embed:
     fields: list[tuple[str, str, bool]] = [
         ("Trigger word", f"`{e.trigger_word}`", True),
         ("Base model", f"{e.base_model} ({e.base_family})", True),
         ("Category", e.category, True),
-        ("Recommended strength", f"{e.recommended_strength:g}", True),
+        ("Recommended strength", strength_text(e), True),
         ("Visibility", VISIBILITY_LABEL.get(e.visibility, e.visibility), True),
         ("Used", plural(e.usage_count, "time"), True),
         ("Creator", "you" if e.is_own else escape(e.owner_name), True),
         ("Status", STATUS_LABEL.get(e.status, e.status), True),
         ("Trained on", plural(e.image_count, "image"), True),
     ]
+    if getattr(e, "groups", None):
+        fields.append(("Image groups", ", ".join(
+            f"`@{escape(str(g['name']))}` ({escape(str(g.get('trigger') or '—'))})" for g in e.groups), False))
     ref = e.name if e.is_own else e.ref
     e_ = render.embed(f"Element “{e.name}”", escape(e.description) if e.description else None,
                       color=render.OK if e.ready else render.INFO, fields=fields,

@@ -75,12 +75,15 @@ def show(ctx: typer.Context, name: NameArg, json: JsonOpt = False) -> None:
         return print_json({"ok": True, "dataset": info, "limits": {k: {"count": c, "max": m} for k, (c, m) in limits.items()}})
     con = out()
     con.print(f"[bold]{escape(info.name)}[/] — {info.image_count} images. {escape(info.description)}")
-    table = Table("#", "Size", "Source", "File", "Caption")
+    table = Table("#", "Size", "Source", "File", "Group", "Caption")
     for img in info.images or []:
         table.add_row(str(img.index), f"{img.width}×{img.height}", img.source, escape(img.original_name),
-                      escape(img.caption[:80]))
+                      escape(img.group), escape(img.caption[:80]))
     con.print(table)
     con.print("Limits: " + ", ".join(f"{fam} {c}/{m}" for fam, (c, m) in limits.items()))
+    for g in info.groups:
+        con.print(f"Group [bold]{escape(g.name)}[/]: {g.image_count} images, trigger “{escape(g.trigger)}”, "
+                  f"repeats {g.repeats if g.repeats else 'balanced'}")
 
 
 def _expand(paths: list[Path]) -> list[Path]:
@@ -214,6 +217,36 @@ def _parse_indices(parts: list[str]) -> list[int]:
         else:
             raise ValueError(f"“{part}” is not an image number.")
     return found
+
+
+@app.command()
+def group(ctx: typer.Context, name: NameArg,
+          group_name: Annotated[str, typer.Argument(metavar="GROUP", help="Group name, e.g. outfit2.")],
+          indices: Annotated[list[str] | None, typer.Argument(help="Images to put in it: 3  2,5,7  4-9")] = None,
+          trigger: Annotated[str | None, typer.Option("--trigger", "-t",
+                                                      help="The group's trigger or class word.")] = None,
+          repeats: Annotated[int | None, typer.Option("--repeats", help="Fixed repeats (default: balanced).")] = None,
+          balanced: Annotated[bool, typer.Option("--balanced", help="Back to balanced repeats.")] = False,
+          remove_: Annotated[bool, typer.Option("--remove", help="Delete the group (its images stay).")] = False,
+          json: JsonOpt = False) -> None:
+    """Put images into a named group with its own trigger word and repeats (multi-concept datasets)."""
+    as_json = wants_json(ctx, json)
+    if remove_:
+        info = run(ctx, as_json, lambda s, a: s.datasets.remove_group(a, name, group_name))
+        if as_json:
+            return print_json({"ok": True, "removed": info})
+        out().print(f"Removed group “{escape(info.name)}”; its {info.image_count} images are in no group now.")
+        return
+    try:
+        wanted = _parse_indices(indices or [])
+    except ValueError as exc:
+        raise fail(str(exc), as_json=as_json, code="invalid", hint="Use numbers like 3, 2,5,7 or 4-9.") from None
+    info = run(ctx, as_json, lambda s, a: s.datasets.set_group(a, name, group_name, wanted, trigger=trigger,
+                                                               repeats=repeats, auto_repeats=balanced))
+    if as_json:
+        return print_json({"ok": True, "group": info})
+    out().print(f"Group “{escape(info.name)}”: {info.image_count} images, trigger “{escape(info.trigger)}”, "
+                f"repeats {info.repeats if info.repeats else 'balanced'}.")
 
 
 @app.command()

@@ -46,8 +46,12 @@ def info(ctx: typer.Context, ref: RefArg, json: JsonOpt = False) -> None:
     con = out()
     con.print(f"[bold]{escape(e.name)}[/] ({e.ref}) by {escape(e.owner_name)} — {e.category}, {e.base_model} "
               f"({e.base_family}), {e.status}, {e.visibility}")
-    con.print(f"Trigger word: {escape(e.trigger_word)}   Recommended strength: {e.recommended_strength:g}   "
+    works = f" (works {e.strength_range[0]:g}–{e.strength_range[1]:g})" if e.strength_range else ""
+    con.print(f"Trigger word: {escape(e.trigger_word)}   Recommended strength: {e.recommended_strength:g}{works}   "
               f"Trained on {e.image_count} images   Used {e.usage_count} times")
+    if e.groups:
+        con.print("Image groups: " + ", ".join(f"@{escape(str(g['name']))} ({escape(str(g.get('trigger') or '—'))})"
+                                               for g in e.groups))
     if e.description:
         con.print(escape(e.description))
 

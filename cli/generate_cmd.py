@@ -17,7 +17,14 @@ _SIZE = re.compile(r"^(\d{1,5})[xX×](\d{1,5})$")
 
 
 def parse_element(ref: str) -> tuple[str, float | None]:
-    """``NAME`` or ``NAME:STRENGTH`` (the part after the last colon must be a number to count as a strength)."""
+    """``NAME``, ``NAME:STRENGTH``, ``NAME:STRENGTH@GROUP`` or ``NAME@GROUP:STRENGTH`` (the part after the last colon
+    must be a number to count as a strength); the group stays on the name as ``NAME@GROUP`` for storage."""
+    m = re.fullmatch(r"(.+):\s*([0-9.]+)\s*@([\w-]{1,40})", ref.strip())
+    if m:
+        try:
+            return f"{m.group(1).strip()}@{m.group(3)}", float(m.group(2))
+        except ValueError:
+            pass
     name, sep, tail = ref.rpartition(":")
     if sep and name.strip():
         try:
@@ -40,7 +47,7 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
 def generate(
     ctx: typer.Context,
     prompt: Annotated[str, typer.Argument(help="What to generate.")],
-    element: Annotated[list[str], Opt("--element", "-e", help="NAME[:STRENGTH] (up to 4; #id for shared ones).")]
+    element: Annotated[list[str], Opt("--element", "-e", help="NAME[:STRENGTH][@GROUP] (up to 4; #id for shared ones).")]
     = [],  # noqa: B006 — typer needs a list
     out_dir: Annotated[Path, Opt(*OUT_FLAGS, help="Folder for the PNG files.")] = Path("."),
     negative: Annotated[str, Opt("--negative", help="Negative prompt (not used by Flux).")] = "",

@@ -73,6 +73,7 @@ def train(
     sample_prompt: Annotated[list[str], Opt(help="Sample prompt ({trigger} is replaced); repeatable.",
                                             rich_help_panel=ADV)] = [],  # noqa: B006 — typer needs a list
     sample_steps: Annotated[int | None, Opt(rich_help_panel=ADV)] = None,
+    targets: Annotated[str | None, Opt(help="full (kohya parity, default) | attention", rich_help_panel=ADV)] = None,
     set_: Annotated[list[str], Opt("--set", help="Any other training option as KEY=VALUE; repeatable.",
                                    rich_help_panel=ADV)] = [],  # noqa: B006
     queue: Annotated[bool, Opt("--queue", help="Queue it for a worker instead of training here.")] = False,
@@ -89,6 +90,7 @@ def train(
         keep_tokens=keep_tokens, caption_dropout=caption_dropout, seed=seed, mixed_precision=precision,
         gradient_checkpointing=gradient_checkpointing, save_every_n_epochs=save_every,
         sample_every_n_epochs=sample_every, sample_prompts=sample_prompt, sample_steps=sample_steps,
+        targets=targets,
     ), set_)
 
     async def go(services: Any, actor: Any) -> tuple[Any, Any]:
@@ -99,6 +101,8 @@ def train(
         if not as_json:
             out().print(f"job {info.id}: “{escape(info.element_name or name)}” on {info.payload['base_model']}, "
                         f"{info.payload['image_count']} images, {info.payload['total_steps']} steps")
+            for line in group_lines(info.payload["config"]):
+                out().print("  " + escape(line))
         if queue:
             await warn_if_no_worker(services, "train")
             if not wait:
@@ -121,6 +125,14 @@ def train(
         out().print(f"Element “{escape(element.name)}” is ready — trigger word “{escape(element.trigger_word)}”, "
                     f"recommended strength {element.recommended_strength:g}. Try `atelier generate \"…\" "
                     f"--element \"{escape(element.name)}\"` or `atelier element export \"{escape(element.name)}\"`.")
+
+
+def group_lines(config: dict[str, Any]) -> list[str]:
+    """One line per image group of a multi-concept dataset: trigger, images × repeats and its steps."""
+    epochs, batch = int(config.get("epochs", 1)), int(config.get("batch_size", 1))
+    return [f"group {g['name']} (trigger “{g.get('trigger') or '—'}”): {g['images']} images × {g['repeats']} "
+            f"repeats = {epochs * -(-g['images'] * g['repeats'] // batch)} steps"
+            for g in config.get("groups") or []]
 
 
 async def train_here(services: Any, actor: Any, info: Any, *, quiet: bool) -> Any:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from storage.dataset_groups import GroupInfo, group_infos
 from storage.models import Dataset, DatasetImage
 
 # on_progress(done, total): called as files are processed (decoded, then stored).
@@ -44,6 +45,7 @@ class ImageInfo:
     source: str
     original_name: str
     created_at: datetime
+    group: str = ""  # image group in a multi-concept dataset ("" = none)
 
     @property
     def label(self) -> str:
@@ -59,6 +61,7 @@ class DatasetInfo:
     created_at: datetime
     updated_at: datetime
     images: list[ImageInfo] | None = None  # filled by get(); None in listings
+    groups: list[GroupInfo] = field(default_factory=list)  # named image groups (counts filled by get())
 
 
 @dataclass(frozen=True)
@@ -94,13 +97,14 @@ class AddReport:
 def image_info(img: DatasetImage) -> ImageInfo:
     return ImageInfo(index=img.position, blob_hash=img.blob_hash, width=img.width, height=img.height,
                      byte_size=img.byte_size, phash=img.phash, caption=img.caption, source=img.source,
-                     original_name=img.original_name, created_at=img.created_at)
+                     original_name=img.original_name, created_at=img.created_at, group=img.group_name or "")
 
 
 def dataset_info(ds: Dataset, count: int, images: list[DatasetImage] | None = None) -> DatasetInfo:
     return DatasetInfo(id=ds.id, name=ds.name, description=ds.description, image_count=count,
                        created_at=ds.created_at, updated_at=ds.updated_at,
-                       images=None if images is None else [image_info(i) for i in images])
+                       images=None if images is None else [image_info(i) for i in images],
+                       groups=group_infos(ds.groups or {}, [i.group_name for i in images or []]))
 
 
 @dataclass(frozen=True)

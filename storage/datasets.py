@@ -24,6 +24,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.actors import Actor
 from storage.blob_gc import BlobCollector, tombstone
 from storage.blobs import BlobStore
+from storage.dataset_groups import (
+    MAX_GROUPS,
+    GroupInfo,
+    check_repeats,
+    clean_group_trigger,
+    find_group,
+    kohya_folder,
+    normalize_group,
+)
 from storage.dataset_ingest import add_images as _add_images
 from storage.dataset_views import (
     AddReport,
@@ -95,8 +104,9 @@ class DatasetService:
         )).scalars())
 
     async def manifest(self, session: AsyncSession, dataset_id: int) -> list[dict[str, object]]:
-        """Frozen training input: ``[{"blob", "caption", "position"}]`` in dataset order."""
-        return [{"blob": i.blob_hash, "caption": i.caption, "position": i.position}
+        """Frozen training input: ``[{"blob", "caption", "position"(, "group")}]`` in dataset order."""
+        return [{"blob": i.blob_hash, "caption": i.caption, "position": i.position,
+                 **({"group": i.group_name} if i.group_name else {})}
                 for i in await self.images_of(session, dataset_id)]
 
     def counts_vs_limits(self, info: DatasetInfo) -> dict[str, tuple[int, int]]:
@@ -212,9 +222,77 @@ class DatasetService:
                 report = await _add_images(self, actor, name, files, source="zip", on_progress=on_progress)
             finally:
                 reader.close()
+        await self._groups_from_kohya_folders(actor, name, [e.name for e in reader.entries], report)
         refused = [FileResult(n, "refused", reason=r, code="archive")
                    for n, r in [*reader.refused, *reader.orphan_captions]]
         return AddReport(report.dataset, report.files + refused, report.image_count)
+
+    async def _groups_from_kohya_folders(self, actor: Actor, name: str, paths: list[str], report: AddReport) -> None:
+        """Images added from kohya ``N_name/`` folders join group ``name`` with that trigger and N repeats.
+        ``report.files`` holds one result per file, by name."""
+        results = {f.name: f for f in report.files}
+        by_group: dict[tuple[str, str, int], list[int]] = {}
+        for path in paths:
+            folder, f = kohya_folder(path), results.get(path)
+            if folder and f is not None and f.added and f.index is not None:
+                by_group.setdefault(folder, []).append(f.index)
+        for (group, trigger, repeats), indices in by_group.items():
+            await self.set_group(actor, name, group, indices, trigger=trigger, repeats=repeats)
+
+    # ---- groups (multi-concept datasets) ---------------------------------------------------------------------
+
+    async def set_group(self, actor: Actor, name: str, group: str, indices: Sequence[int] = (), *,
+                        trigger: str | None = None, repeats: int | None = None,
+                        auto_repeats: bool = False) -> GroupInfo:
+        """Create or update image group ``group``: its trigger/class word, its repeats (``auto_repeats`` → balanced
+        automatically again) and which images belong to it (moved from any other group). All or nothing."""
+        group = normalize_group(group)
+        word = None if trigger is None else clean_group_trigger(trigger)
+        fixed = check_repeats(repeats)
+        wanted = sorted(set(int(i) for i in indices))
+        async with self.db.transaction() as session:
+            ds = await self.load_owned(session, actor, name, for_update=True)
+            groups = {k: dict(v) for k, v in (ds.groups or {}).items()}
+            stored = find_group(groups, group) or group
+            if stored not in groups and len(groups) >= MAX_GROUPS:
+                raise Conflict(f"“{ds.name}” already has {len(groups)} groups, the most allowed.",
+                               "Remove a group first (`atelier dataset group … --remove`).")
+            spec = groups.setdefault(stored, {"trigger": "", "repeats": None})
+            if word is not None:
+                spec["trigger"] = word
+            if fixed is not None or auto_repeats:
+                spec["repeats"] = fixed
+            images = await self.images_of(session, ds.id)
+            by_pos = {i.position: i for i in images}
+            missing = [i for i in wanted if i not in by_pos]
+            if missing:
+                raise InvalidInput(
+                    f"“{ds.name}” has no image {', '.join(f'#{m}' for m in missing[:10])} "
+                    f"(it has {len(images)} image{'s' if len(images) != 1 else ''}).",
+                    "Check the numbers with /dataset show.")
+            for i in wanted:
+                by_pos[i].group_name = stored
+            ds.groups = groups  # a new dict, so the JSON column is written
+            ds.updated_at = utcnow()
+            await session.flush()
+            count = sum(1 for i in images if i.group_name == stored)
+            return GroupInfo(stored, spec["trigger"], spec["repeats"], count)
+
+    async def remove_group(self, actor: Actor, name: str, group: str) -> GroupInfo:
+        """Delete group ``group``; its images stay in the dataset, in no group."""
+        async with self.db.transaction() as session:
+            ds = await self.load_owned(session, actor, name, for_update=True)
+            groups = dict(ds.groups or {})
+            stored = find_group(groups, group)
+            if stored is None:
+                raise NotFound(f"“{ds.name}” has no group called “{clean_text(group or '', max_len=40)}”.",
+                               "See its groups with /dataset show.")
+            spec = groups.pop(stored)
+            result = await session.execute(update(DatasetImage).where(
+                DatasetImage.dataset_id == ds.id, DatasetImage.group_name == stored).values(group_name=""))
+            ds.groups = groups
+            ds.updated_at = utcnow()
+            return GroupInfo(stored, str(spec.get("trigger", "")), spec.get("repeats"), result.rowcount or 0)
 
     @asynccontextmanager
     async def export_zip(self, actor: Actor, name: str, *, max_bytes: int | None = None) -> AsyncIterator[Path]:

@@ -36,6 +36,12 @@ class ElementInfo:
     metadata_blob: str | None = None
     artifacts: dict[str, Any] = field(default_factory=dict)
     training_config: dict[str, Any] = field(default_factory=dict)
+    strength_range: tuple[float, float] | None = None  # recommended by the post-training sweep
+
+    @property
+    def groups(self) -> list[dict[str, Any]]:
+        """Image groups it was trained with (``[{"name", "trigger", …}]``); ``Name@group`` picks one."""
+        return list(self.training_config.get("groups") or [])
 
     @property
     def ref(self) -> str:
@@ -63,7 +69,14 @@ def element_info(element: Element, owner: User, viewer_id: int) -> ElementInfo:
         image_count=len(element.manifest or []), weights_blob=element.weights_blob,
         kohya_blob=element.kohya_blob, metadata_blob=element.metadata_blob,
         artifacts=dict(element.artifacts or {}), training_config=dict(element.training_config or {}),
+        strength_range=stored_range(element),
     )
+
+
+def stored_range(element: Element) -> tuple[float, float] | None:
+    if element.strength_min is None or element.strength_max is None:
+        return None
+    return float(element.strength_min), float(element.strength_max)
 
 
 @dataclass(frozen=True)
@@ -96,6 +109,8 @@ class ResolvedElement:
     weights_blob: str
     base_model: str
     base_family: str
+    group: str = ""  # image group named with "@group" (its trigger is in trigger_word)
+    strength_range: tuple[float, float] | None = None  # what the post-training sweep recommends
 
     @property
     def key(self) -> str:
@@ -105,7 +120,7 @@ class ResolvedElement:
     def as_record(self) -> dict[str, Any]:
         """The shape stored in ``Generation.elements``."""
         return {"element_id": self.element_id, "name": self.name, "owner": self.owner_name,
-                "strength": self.strength}
+                "strength": self.strength, **({"group": self.group} if self.group else {})}
 
 
 @dataclass(frozen=True)

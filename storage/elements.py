@@ -20,11 +20,11 @@ from storage.actors import Actor
 from storage.blob_gc import BlobCollector, element_blobs, hashes_in, tombstone
 from storage.blobs import BlobStore
 from storage.db import Database
-from storage.element_views import ElementInfo, ExportBundle, Page, ResolvedElement, element_info
+from storage.element_views import ElementInfo, ExportBundle, Page, ResolvedElement, element_info, stored_range
 from storage.errors import Ambiguous, Conflict, FamilyMismatch, Forbidden, InvalidInput, NotFound
 from storage.models import Category, Dataset, Element, ElementStatus, Job, User, Visibility
 from storage.settings import Settings
-from trainer.prompting import MAX_LORAS, check_strengths
+from trainer.prompting import MAX_LORAS, check_strengths, range_warnings, split_group
 
 _REF_ID = re.compile(r"^#(\d{1,12})$")
 MAX_DESCRIPTION = 500
@@ -140,6 +140,12 @@ class ElementService:
             element, owner = await self._find(session, actor, ref)
         return element_info(element, owner, actor.user_id)
 
+    async def get_for_generation(self, actor: Actor, ref: str) -> ElementInfo:
+        """Like :meth:`get`, for a generation reference that may name an image group (``Name@group``)."""
+        async with self.db.read() as session:
+            element, owner, _, _ = await self._find_with_group(session, actor, ref)
+        return element_info(element, owner, actor.user_id)
+
     async def browse(self, actor: Actor, *, query: str | None = None, base_model: str | None = None,
                      page: int = 0, per_page: int = 10) -> Page:
         """Shared READY Elements (public + this server's), most used first."""
@@ -166,15 +172,21 @@ class ElementService:
         return Page([element_info(e, u, actor.user_id) for e, u in rows], page, per_page, total)
 
     async def autocomplete(self, actor: Actor, prefix: str, *, base_model: str | None = None, limit: int = 25,
-                           ready_only: bool = True, own_only: bool = False) -> list[tuple[str, str]]:
+                           ready_only: bool = True, own_only: bool = False,
+                           with_groups: bool = False) -> list[tuple[str, str]]:
         """(label, value) choices: own Elements (value = name) and shared ones (value = ``#id``).
 
         ``own_only`` for commands that change an Element (share, delete); ``ready_only=False`` to include
-        Elements still training or failed (info, delete).
+        Elements still training or failed (info, delete); ``with_groups`` (generation) adds ``Name@group`` for
+        each image group of an Element, and ``Name@gr…`` narrows to those groups.
         """
         conds = [Element.owner_id == actor.user_id if own_only else self.visible_to(actor)]
         if ready_only:
             conds.append(Element.status == ElementStatus.READY.value)
+        group_text = None
+        if with_groups and "@" in (prefix or ""):
+            prefix, _, group_text = prefix.rpartition("@")
+            group_text = group_text.strip().casefold()
         text = (prefix or "").strip().casefold()
         if text:
             conds.append(Element.name_key.like(f"%{_like_escape(text)}%", escape="\\"))
@@ -192,8 +204,14 @@ class ElementService:
                 label, value = f"{e.name} · {e.base_model}", e.name
             else:
                 label, value = f"{e.name} by {u.display_name or u.external_id} · {e.base_model}", f"#{e.id}"
-            out.append((label[:100], value))
-        return out
+            if group_text is None:
+                out.append((label[:100], value))
+            if with_groups:
+                for g in (e.training_config or {}).get("groups") or []:
+                    name = str(g.get("name", ""))
+                    if group_text is None or group_text in name.casefold():
+                        out.append((f"{label} @{name} ({g.get('trigger') or '—'})"[:100], f"{value}@{name}"))
+        return out[:max(1, min(limit, 25))]
 
     # ---- owner actions ---------------------------------------------------------------------------------------
 
@@ -271,7 +289,8 @@ class ElementService:
             raise InvalidInput(f"At most {MAX_LORAS} Elements can be combined in one image; you asked for {len(refs)}.")
         resolved: list[ResolvedElement] = []
         for ref, strength in refs:
-            element, owner = await self._find(session, actor, ref)
+            element, owner, group, group_word = await self._find_with_group(session, actor, ref)
+            swept = stored_range(element)
             if any(r.element_id == element.id for r in resolved):
                 raise InvalidInput(f"“{element.name}” is listed twice.", "Use each Element once.")
             if element.status != ElementStatus.READY.value or not element.weights_blob:
@@ -287,20 +306,44 @@ class ElementService:
             resolved.append(ResolvedElement(
                 element_id=element.id, name=element.name, owner_id=owner.id,
                 owner_name=owner.display_name or owner.external_id.split(":", 1)[-1],
-                is_own=owner.id == actor.user_id, trigger_word=element.trigger_word,
+                is_own=owner.id == actor.user_id,
+                trigger_word=f"{element.trigger_word}, {group_word}" if group_word else element.trigger_word,
                 strength=float(element.recommended_strength if strength is None else strength),
                 weights_blob=element.weights_blob, base_model=element.base_model, base_family=element.base_family,
+                group=group, strength_range=swept,
             ))
         self.strength_warnings(resolved)  # raises for refused strengths
         return resolved
 
+    async def _find_with_group(self, session: AsyncSession, actor: Actor, ref: str
+                               ) -> tuple[Element, User, str, str]:
+        """The Element of ``ref`` (``Name`` or ``Name@group``), the group's stored name and its trigger word."""
+        name, group = split_group(ref)
+        if not group:
+            element, owner = await self._find(session, actor, ref)
+            return element, owner, "", ""
+        try:
+            element, owner = await self._find(session, actor, name)
+        except NotFound:
+            element, owner = await self._find(session, actor, ref)  # an Element whose name contains "@"
+            return element, owner, "", ""
+        groups = list((element.training_config or {}).get("groups") or [])
+        spec = next((g for g in groups if str(g.get("name", "")).casefold() == group.casefold()), None)
+        if spec is None:
+            known = ", ".join(f"@{g['name']}" for g in groups) or "none (it was trained without groups)"
+            raise InvalidInput(f"“{element.name}” has no image group “{group}”.", f"Its groups: {known}.")
+        return element, owner, str(spec["name"]), str(spec.get("trigger", ""))
+
     @staticmethod
     def strength_warnings(resolved: Sequence[ResolvedElement]) -> list[str]:
-        """Warnings for the chosen strengths (the shared rule in trainer.prompting); InvalidInput if refused."""
+        """Warnings for the chosen strengths (the shared rules in trainer.prompting); InvalidInput if refused."""
+        names = [f"“{r.name}”" for r in resolved]
+        strengths = [r.strength for r in resolved]
         try:
-            return check_strengths([r.strength for r in resolved], [f"“{r.name}”" for r in resolved])
+            warnings = check_strengths(strengths, names)
         except ValueError as exc:
             raise InvalidInput(str(exc)[0].upper() + str(exc)[1:] + ".") from None
+        return warnings + range_warnings(strengths, [r.strength_range for r in resolved], names)
 
     async def trained_in_guild(self, actor: Actor, element_id: int) -> str | None:
         """The server where the actor requested the training of their Element ``element_id`` (None: a DM, the
@@ -392,8 +435,8 @@ class ElementService:
         return element
 
     async def finish(self, session: AsyncSession, element_id: int, *, weights_blob: str, kohya_blob: str | None,
-                     metadata_blob: str | None, artifacts: dict[str, Any], recommended_strength: float
-                     ) -> Element | None:
+                     metadata_blob: str | None, artifacts: dict[str, Any], recommended_strength: float,
+                     strength_range: tuple[float, float] | None = None) -> Element | None:
         """Mark a trained Element READY with its files (written once: a repeated call changes nothing).
 
         Returns None when the Element was deleted meanwhile; its new files are tombstoned for collection.
@@ -409,6 +452,8 @@ class ElementService:
         element.metadata_blob = metadata_blob
         element.artifacts = dict(artifacts)
         element.recommended_strength = float(recommended_strength)
+        if strength_range is not None:
+            element.strength_min, element.strength_max = (float(v) for v in strength_range)
         element.status = ElementStatus.READY.value
         await session.flush()
         return element

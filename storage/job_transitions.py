@@ -148,7 +148,7 @@ class JobTransitions:
 
     async def succeed_training(self, job_id: int, attempt: int, *, weights_blob: str, kohya_blob: str | None,
                                metadata_blob: str | None, artifacts: dict[str, Any], recommended_strength: float,
-                               summary: dict[str, Any]) -> None:
+                               summary: dict[str, Any], strength_range: tuple[float, float] | None = None) -> None:
         """Element READY with its files + job succeeded + "training_finished", in one transaction."""
         async with self.db.transaction() as session:
             await self.db.hold_blob_references(session)
@@ -156,10 +156,12 @@ class JobTransitions:
             if job.element_id is not None:
                 await self.elements.finish(session, job.element_id, weights_blob=weights_blob,
                                            kohya_blob=kohya_blob, metadata_blob=metadata_blob,
-                                           artifacts=artifacts, recommended_strength=recommended_strength)
+                                           artifacts=artifacts, recommended_strength=recommended_strength,
+                                           strength_range=strength_range)
             note = {"weights": weights_blob, "kohya": kohya_blob, "metadata": metadata_blob,
                     "samples": artifacts.get("samples_final", []), "loss_curve": artifacts.get("loss_curve"),
-                    "grid": artifacts.get("grid"), "recommended_strength": recommended_strength, **summary}
+                    "grid": artifacts.get("grid"), "recommended_strength": recommended_strength,
+                    "strength_range": list(strength_range) if strength_range else None, **summary}
             await end_job(session, self.quotas, self.elements, job, JobStatus.SUCCEEDED,
                           result={"artifacts": artifacts, **summary}, note=note)
 

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.actors import Actor
+from storage.dataset_groups import training_groups
 from storage.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from storage.job_transitions import end_job, note_base
 from storage.job_views import JobInfo
@@ -73,11 +74,11 @@ class JobService:
         trigger_display, _ = normalize_trigger(trigger)
         await self._server_rules(actor, origin, name, trigger, description)
         async with self.db.transaction() as session:
-            dataset_id, dataset_name = await self._dataset(session, actor, dataset)
+            dataset_id, dataset_name, groups = await self._dataset(session, actor, dataset)
             manifest = await self.datasets.manifest(session, dataset_id)
             check_image_count(self.settings, len(manifest), dataset_name, base_model, spec.family.value)
             config = build_config(cat, spec.family.value, len(manifest), trigger_display, overrides,
-                                  tiny=spec.builtin)
+                                  training_groups(groups, manifest), tiny=spec.builtin)
             job, position = await self._create_training(
                 session, actor, dataset_id=dataset_id, dataset_name=dataset_name, manifest=manifest, name=name,
                 category=cat, base_model=base_model, family=spec.family.value, trigger=trigger_display,
@@ -85,9 +86,9 @@ class JobService:
         await self._enqueue(job)
         return JobInfo.of(job, queue_position=position)
 
-    async def _dataset(self, session: AsyncSession, actor: Actor, name: str) -> tuple[int, str]:
+    async def _dataset(self, session: AsyncSession, actor: Actor, name: str) -> tuple[int, str, dict[str, Any]]:
         ds = await self.datasets.load_owned(session, actor, name, for_update=True)
-        return ds.id, ds.name
+        return ds.id, ds.name, dict(ds.groups or {})
 
     async def _create_training(self, session: AsyncSession, actor: Actor, *, dataset_id: int | None,
                                dataset_name: str, manifest: list[dict[str, Any]], name: str, category: str,
@@ -215,7 +216,7 @@ class JobService:
 
     async def _default_base(self, actor: Actor, refs: Sequence[tuple[str, float | None]]) -> str:
         """The Elements' base model when they all agree, else the configured default."""
-        bases = {(await self.elements.get(actor, ref)).base_model for ref, _ in refs}
+        bases = {(await self.elements.get_for_generation(actor, ref)).base_model for ref, _ in refs}
         return bases.pop() if len(bases) == 1 else self.settings.default_base_model
 
     async def _cooldown(self, session: AsyncSession, actor: Actor) -> None:

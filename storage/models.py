@@ -129,6 +129,8 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(64))
     name_key: Mapped[str] = mapped_column(String(64))  # casefolded, for case-insensitive uniqueness
     description: Mapped[str] = mapped_column(Text, default="")
+    # Multi-concept datasets: group name → {"trigger": str, "repeats": int | None}; images name their group.
+    groups: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -157,6 +159,7 @@ class DatasetImage(Base):
     caption: Mapped[str] = mapped_column(Text, default="")
     source: Mapped[str] = mapped_column(String(16), default=ImageSource.UPLOAD.value)
     original_name: Mapped[str] = mapped_column(String(255), default="")  # display only, never a path
+    group_name: Mapped[str] = mapped_column(String(40), default="")  # "" = in no group
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     dataset: Mapped[Dataset] = relationship(back_populates="images")
@@ -189,6 +192,9 @@ class Element(Base):
     metadata_blob: Mapped[str | None] = mapped_column(String(64), nullable=True)  # element.json
     artifacts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # samples/loss curve/grid blob hashes
     recommended_strength: Mapped[float] = mapped_column(Float, default=0.8)
+    # The strength range the post-training sweep found to work (None: not swept, e.g. trained before the sweep).
+    strength_min: Mapped[float | None] = mapped_column(Float, nullable=True)
+    strength_max: Mapped[float | None] = mapped_column(Float, nullable=True)
     training_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Frozen at request time: [{"blob": sha256, "caption": str}], so deleting the dataset never breaks it.
     manifest: Mapped[list[Any]] = mapped_column(default=list)

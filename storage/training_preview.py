@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import or_, select
 
 from storage.actors import Actor
+from storage.dataset_groups import training_groups
 from storage.errors import Conflict, QuotaExceeded
 from storage.models import Element, ElementStatus
 from storage.names import clean_text, normalize_name, normalize_trigger
@@ -45,6 +46,18 @@ class TrainingPreview:
     config: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    groups: list[GroupSteps] = field(default_factory=list)  # multi-concept datasets: each group's share
+
+
+@dataclass(frozen=True)
+class GroupSteps:
+    """One image group as the confirmation shows it: its trigger, images × repeats and steps over the run."""
+
+    name: str
+    trigger: str
+    images: int
+    repeats: int
+    steps: int
 
 
 async def preview_training(services: Any, actor: Actor, *, dataset: str, name: str, category: str,
@@ -60,8 +73,13 @@ async def preview_training(services: Any, actor: Actor, *, dataset: str, name: s
     info = await services.datasets.get(actor, dataset)
     n, family = info.image_count, spec.family.value
     check_image_count(settings, n, info.name, base_model, family)
-    config = build_config(cat, family, n, trig, overrides, tiny=spec.builtin)
+    manifest = [{"group": i.group} for i in info.images or []]
+    stored = {g.name: {"trigger": g.trigger, "repeats": g.repeats} for g in info.groups}
+    config = build_config(cat, family, n, trig, overrides, training_groups(stored, manifest),
+                          tiny=spec.builtin)
     estimate = check_estimate(settings, family, config, n)
+    groups = [GroupSteps(g.name, g.trigger, g.images, g.repeats,
+                         config.epochs * -(-g.images * g.repeats // config.batch_size)) for g in config.groups]
     quota = await services.quotas.remaining(actor)
     if quota.remaining == 0:
         raise QuotaExceeded(f"You have used all {quota.limit} training slots of this "
@@ -75,7 +93,8 @@ async def preview_training(services: Any, actor: Actor, *, dataset: str, name: s
         image_count=n, epochs=config.epochs, repeats=config.repeats, total_steps=config.total_steps(n),
         estimate_seconds=estimate, slots_left=quota.remaining,
         slots_limit=quota.limit, warnings=warnings, config=config.model_dump(mode="json"),
-        overrides=dict(overrides or {}), description=clean_text(description, max_len=500, multiline=True))
+        overrides=dict(overrides or {}), description=clean_text(description, max_len=500, multiline=True),
+        groups=groups)
 
 
 async def _check_free_names(services: Any, actor: Actor, key: str, trig_key: str) -> None:

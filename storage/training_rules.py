@@ -40,17 +40,21 @@ def check_image_count(settings: Settings, n: int, dataset: str, base_model: str,
                            f"Remove {n - hi} with /dataset remove, keeping your most varied, sharpest images.")
 
 
-def build_config(category: str, family: str, n: int, trigger: str, overrides: dict[str, Any] | None, *,
-                 tiny: bool = False) -> Any:
+def build_config(category: str, family: str, n: int, trigger: str, overrides: dict[str, Any] | None,
+                 groups: list[dict[str, Any]] | None = None, *, tiny: bool = False) -> Any:
     """The validated :class:`trainer.config.TrainingConfig` (torch-free), or InvalidInput naming the option.
 
-    ``tiny``: the base is a built-in tiny model, which gets presets sized for it."""
+    ``groups`` — the dataset's image groups (see :func:`storage.dataset_groups.training_groups`); ``tiny`` — the
+    base is a built-in tiny model, which gets presets sized for it."""
     from pydantic import ValidationError
 
     from trainer.config import TrainingConfig, validation_message
 
+    values = dict(overrides or {})
+    if groups:
+        values["groups"] = groups
     try:
-        return TrainingConfig.for_request(category, family, n, trigger, tiny=tiny, **dict(overrides or {}))
+        return TrainingConfig.for_request(category, family, n, trigger, tiny=tiny, **values)
     except ValidationError as exc:
         raise InvalidInput(f"Invalid training option: {validation_message(exc)}.",
                            "Fix the option or leave it out to use the preset.") from None

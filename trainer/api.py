@@ -25,10 +25,12 @@ class BaseModelRef:
 
 @dataclass(frozen=True)
 class TrainItem:
-    """One training image (already normalised RGB on disk) and its caption (may be empty)."""
+    """One training image (already normalised RGB on disk), its caption (may be empty) and the name of its image
+    group in a multi-concept dataset ("" = none; the config's ``groups`` give its trigger and repeats)."""
 
     image_path: Path
     caption: str = ""
+    group: str = ""
 
 
 @dataclass
@@ -88,8 +90,9 @@ class TrainResult:
     grid_png: Path | None  # epoch x strength grid
     samples: dict[int, list[Path]]  # epoch -> sample images
     epoch_weights: dict[int, Path]  # epoch -> diffusers-format LoRA of that epoch
-    recommended_strength: float = 1.0
+    recommended_strength: float = 1.0  # the sweep's midpoint when it found a range
     resumed_from_epoch: int = 0
+    strength_range: tuple[float, float] | None = None  # what the post-training strength sweep recommends
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 FORMAT_VERSION = 1
-_DIR = re.compile(r"^epoch-(\d+)$")
+# "epoch-N" after N complete epochs; "epoch-N-step-S" mid-epoch, S = global step (save_every_n_steps).
+_DIR = re.compile(r"^epoch-(\d+)(?:-step-(\d+))?$")
+
+
+def _order(m: re.Match) -> tuple[int, int]:
+    return int(m.group(1)), int(m.group(2) or 0)
 
 
 class CheckpointMismatch(ValueError):
@@ -31,8 +36,9 @@ class CheckpointMismatch(ValueError):
 class TrainState:
     """Everything besides tensors that a resumed run needs."""
 
-    epoch: int = 0
+    epoch: int = 0  # complete epochs
     global_step: int = 0
+    epoch_step: int = 0  # batches of epoch ``epoch + 1`` already trained (a mid-epoch checkpoint)
     elapsed_seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
     samples: dict[int, list[str]] = field(default_factory=dict)  # epoch → paths relative to out_dir
@@ -48,6 +54,7 @@ class Checkpoint:
     scheduler: dict
     scaler: dict | None
     rng: dict[str, torch.Tensor]
+    ema: dict | None = None  # diffusers EMAModel state (shadow params as tensors)
 
 
 def checkpoints_dir(out_dir: Path) -> Path:
@@ -93,10 +100,12 @@ def _json_default(value):
 
 def save_checkpoint(out_dir: Path, *, fingerprint: str, state: TrainState,
                     lora: dict[str, dict[str, torch.Tensor]], optimizer: torch.optim.Optimizer,
-                    scheduler, scaler, rng: dict[str, torch.Tensor]) -> Path:
-    """Write checkpoint ``epoch-<state.epoch>`` atomically and drop older ones."""
+                    scheduler, scaler, rng: dict[str, torch.Tensor], ema=None) -> Path:
+    """Write checkpoint ``epoch-<state.epoch>`` (mid-epoch: ``…-step-<global step>``) atomically and drop older
+    ones."""
     root = checkpoints_dir(out_dir)
     root.mkdir(parents=True, exist_ok=True)
+    name = f"epoch-{state.epoch}" + (f"-step-{state.global_step}" if state.epoch_step else "")
     tmp = root / f".epoch-{state.epoch}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -105,15 +114,22 @@ def save_checkpoint(out_dir: Path, *, fingerprint: str, state: TrainState,
         opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         save_file({k: v.contiguous() for k, v in rng.items()}, str(tmp / "rng.safetensors"))
+        ema_meta = None
+        if ema is not None:
+            ema_state = dict(ema.state_dict())
+            shadow = ema_state.pop("shadow_params")
+            save_file({f"{i}": t.detach().to("cpu").contiguous() for i, t in enumerate(shadow)},
+                      str(tmp / "ema.safetensors"))
+            ema_meta = ema_state
         sched = scheduler.state_dict()  # lr_lambdas are plain closures → stored as None, rebuilt from config
         _write_json(tmp / "state.json", {
             "format": FORMAT_VERSION, "fingerprint": fingerprint, "components": sorted(lora),
             "state": {**state.__dict__, "samples": {str(k): v for k, v in state.samples.items()},
                       "epoch_weights": {str(k): v for k, v in state.epoch_weights.items()}},
             "optimizer": opt_meta, "scheduler": sched,
-            "scaler": scaler.state_dict() if scaler is not None else None,
+            "scaler": scaler.state_dict() if scaler is not None else None, "ema": ema_meta,
         })
-        final = root / f"epoch-{state.epoch}"
+        final = root / name
         if final.exists():  # left over from an earlier attempt at this epoch: move aside, then replace
             stale = root / f".stale-{uuid.uuid4().hex[:8]}"
             os.rename(final, stale)
@@ -121,9 +137,10 @@ def save_checkpoint(out_dir: Path, *, fingerprint: str, state: TrainState,
         os.rename(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    mine = _order(_DIR.match(name))
     for other in root.iterdir():
         m = _DIR.match(other.name)
-        if (m and int(m.group(1)) < state.epoch) or other.name.startswith((".stale-", ".epoch-")):
+        if (m and _order(m) < mine) or other.name.startswith((".stale-", ".epoch-")):
             shutil.rmtree(other, ignore_errors=True)
     return final
 
@@ -133,7 +150,7 @@ def latest_checkpoint(out_dir: Path, fingerprint: str) -> Checkpoint | None:
     root = checkpoints_dir(out_dir)
     if not root.is_dir():
         return None
-    found = sorted(((int(m.group(1)), p) for p in root.iterdir() if (m := _DIR.match(p.name))
+    found = sorted(((_order(m), p) for p in root.iterdir() if (m := _DIR.match(p.name))
                     and (p / "state.json").is_file()), reverse=True)
     if not found:
         return None
@@ -148,7 +165,8 @@ def latest_checkpoint(out_dir: Path, fingerprint: str) -> Checkpoint | None:
             "use a fresh output folder or delete its checkpoints/ to start over")
     raw = meta["state"]
     state = TrainState(
-        epoch=raw["epoch"], global_step=raw["global_step"], elapsed_seconds=raw["elapsed_seconds"],
+        epoch=raw["epoch"], global_step=raw["global_step"], epoch_step=raw.get("epoch_step", 0),
+        elapsed_seconds=raw["elapsed_seconds"],
         losses=list(raw["losses"]),
         samples={int(k): list(v) for k, v in raw["samples"].items()},
         epoch_weights={int(k): v for k, v in raw["epoch_weights"].items()},
@@ -158,8 +176,12 @@ def latest_checkpoint(out_dir: Path, fingerprint: str) -> Checkpoint | None:
         comp, rest = key.split(".", 1)
         lora[comp][rest] = value
     optimizer = _unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), meta["optimizer"])
+    ema = None
+    if meta.get("ema") is not None:
+        shadow = load_file(str(path / "ema.safetensors"))
+        ema = {**meta["ema"], "shadow_params": [shadow[str(i)] for i in range(len(shadow))]}
     return Checkpoint(path=path, state=state, lora=lora, optimizer=optimizer, scheduler=meta["scheduler"],
-                      scaler=meta["scaler"], rng=load_file(str(path / "rng.safetensors")))
+                      scaler=meta["scaler"], rng=load_file(str(path / "rng.safetensors")), ema=ema)
 
 
 def rng_state(noise_gen: torch.Generator) -> dict[str, torch.Tensor]:

@@ -20,6 +20,21 @@ Scheduler = Literal["constant", "cosine", "cosine_with_restarts"]
 Precision = Literal["no", "bf16", "fp16"]
 
 
+FLUX_RESOLUTION_SCALES = [0.5, 0.75, 1.0]  # 512/768/1024 at 1024 px, as ai-toolkit's Flux configs train
+
+
+class GroupSpec(BaseModel):
+    """One named image group of a multi-concept dataset (kohya's ``N_name/`` folder): its own trigger or class
+    word (put after the Element's trigger in its captions) and its own repeats (balanced steps per group)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=40)
+    trigger: str = Field("", max_length=100)
+    repeats: int = Field(1, ge=1, le=1000)
+    images: int = Field(0, ge=0)  # images in the group when the config was built (for step counts)
+
+
 class TrainingConfig(BaseModel):
     """Everything one LoRA run needs besides the base model, the images and the output folder."""
 
@@ -33,6 +48,8 @@ class TrainingConfig(BaseModel):
     epochs: int = Field(10, ge=1, le=500)
     repeats: int = Field(1, ge=1, le=1000)
     batch_size: int = Field(1, ge=1, le=64)
+    # Optimizer step every N batches (effective batch = batch_size × N); the schedule counts optimizer steps.
+    gradient_accumulation_steps: int = Field(1, ge=1, le=128)
 
     # Optimisation.
     learning_rate: float = Field(1e-4, gt=0, le=10)
@@ -40,6 +57,7 @@ class TrainingConfig(BaseModel):
     optimizer: Optimizer = "adamw"
     weight_decay: float = Field(1e-2, ge=0, le=1)
     max_grad_norm: float = Field(1.0, ge=0)  # 0 disables clipping
+    ema_decay: float | None = Field(None, gt=0, lt=1)  # e.g. 0.999: export an EMA of the LoRA weights
     lr_scheduler: Scheduler = "constant"
     lr_warmup_steps: int = Field(0, ge=0)
     lr_num_cycles: int = Field(1, ge=1, le=100)  # cosine_with_restarts only
@@ -48,13 +66,17 @@ class TrainingConfig(BaseModel):
     rank: int = Field(16, ge=1, le=256)
     alpha: float = Field(16, gt=0, le=1024)
     use_dora: bool = False
+    # Which layers carry LoRA: "full" = kohya parity (attention + proj_in/out + feed-forward, CLIP MLP, Flux
+    # single-block output); "attention" = attention projections only (diffusers' scripts; smaller files).
+    targets: Literal["attention", "full"] = "full"
     train_text_encoder: bool = False
 
     # Noise / loss.
     min_snr_gamma: float | None = Field(None, gt=0, le=100)  # SD only
     noise_offset: float = Field(0.0, ge=0, le=1)  # SD only
     flux_timestep_sampling: Literal["shift", "sigmoid", "uniform"] = "shift"
-    flux_shift: float = Field(3.1582, gt=0, le=20)
+    # None → by resolution, as FluxPipeline shifts at inference (calculate_shift; 3.1582 at 1024²); a number fixes it.
+    flux_shift: float | None = Field(None, gt=0, le=20)
     flux_guidance: float = Field(1.0, ge=0, le=20)
     max_sequence_length: int = Field(512, ge=8, le=512)  # Flux T5 tokens
 
@@ -63,6 +85,12 @@ class TrainingConfig(BaseModel):
     bucketing: bool = True
     bucket_step: int = Field(64, ge=8, le=256)
     max_aspect_ratio: float = Field(2.0, ge=1.0, le=4.0)
+    # An image is never enlarged more than this to fill a bucket; smaller images train in smaller buckets
+    # (kohya --bucket_no_upscale at 1.0).
+    bucket_max_upscale: float = Field(1.0, ge=1.0, le=8.0)
+    # Multi-resolution: train at resolution × each scale (an image takes them in turn; no extra steps).
+    resolution_scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1, max_length=4)
+    groups: list[GroupSpec] = Field(default_factory=list, max_length=16)
     prefix_trigger: bool = True
     shuffle_captions: bool = False
     keep_tokens: int = Field(1, ge=0, le=32)
@@ -78,6 +106,7 @@ class TrainingConfig(BaseModel):
 
     # Outputs.
     save_every_n_epochs: int = Field(1, ge=1)
+    save_every_n_steps: int = Field(0, ge=0)  # also checkpoint mid-epoch every N steps (resume point); 0 = off
     sample_every_n_epochs: int = Field(0, ge=0)  # 0 → only after the last epoch
     sample_prompts: list[str] = Field(default_factory=list, max_length=8)
     sample_steps: int = Field(20, ge=1, le=100)
@@ -86,7 +115,8 @@ class TrainingConfig(BaseModel):
     sample_resolution: int | None = Field(None, ge=32, le=2048)  # None → resolution
     grid: bool = True
     grid_strengths: list[float] = Field(default_factory=lambda: [0.0, 0.5, 0.75, 1.0], min_length=1, max_length=8)
-    recommended_strength: float = Field(1.0, ge=0, le=2)
+    recommended_strength: float = Field(1.0, ge=0, le=2)  # used when the strength sweep is off or inconclusive
+    strength_sweep: bool = True  # after training: render 0.2…1.2, recommend a range (trainer/strength_sweep.py)
     output_name: str = Field("", max_length=100)
     save_precision: Literal["fp16", "bf16", "fp32"] = "fp16"  # exported LoRA files (checkpoints stay fp32)
 
@@ -117,6 +147,21 @@ class TrainingConfig(BaseModel):
             raise ValueError("strengths must be between 0 and 2")
         return v
 
+    @field_validator("resolution_scales")
+    @classmethod
+    def _scales(cls, v: list[float]) -> list[float]:
+        if any(not 0.25 <= f <= 1.0 for f in v):
+            raise ValueError("each scale must be between 0.25 and 1.0 (a fraction of resolution)")
+        return sorted(set(v))
+
+    @field_validator("groups")
+    @classmethod
+    def _unique_groups(cls, v: list[GroupSpec]) -> list[GroupSpec]:
+        names = [g.name.casefold() for g in v]
+        if len(set(names)) != len(names):
+            raise ValueError("group names must be unique")
+        return v
+
     @model_validator(mode="after")
     def _family_rules(self) -> TrainingConfig:
         if self.family == "flux" and self.train_text_encoder:
@@ -128,8 +173,20 @@ class TrainingConfig(BaseModel):
         return self
 
     # ----------------------------------------------------------------------------------------------- derived
+    def group(self, name: str) -> GroupSpec | None:
+        return next((g for g in self.groups if g.name.casefold() == (name or "").casefold()), None)
+
+    def repeats_for(self, group: str) -> int:
+        """Repeats of an image in ``group`` (the group's own when it has one, else ``repeats``)."""
+        spec = self.group(group) if group else None
+        return spec.repeats if spec else self.repeats
+
     def steps_per_epoch(self, image_count: int) -> int:
         """Optimizer steps in one epoch (exact when all images fall in one bucket; buckets round up per bucket)."""
+        if self.groups:
+            grouped = sum(g.images for g in self.groups)
+            samples = sum(g.images * g.repeats for g in self.groups) + max(0, image_count - grouped) * self.repeats
+            return math.ceil(samples / self.batch_size)
         return math.ceil(image_count * self.repeats / self.batch_size)
 
     def total_steps(self, image_count: int) -> int:
@@ -191,12 +248,30 @@ class TrainingConfig(BaseModel):
         if overrides.get("optimizer") == "prodigy" and "learning_rate" not in overrides:
             values["learning_rate"] = 1.0
             values["text_encoder_lr"] = None
+        if family == "flux":
+            values["resolution_scales"] = list(FLUX_RESOLUTION_SCALES)
         warmup_ratio = overrides.pop("warmup_ratio", preset.warmup_ratio)
+        if overrides.get("groups"):
+            values["groups"] = balanced_groups(overrides.pop("groups"), preset.target_samples, epochs)
         values.update(overrides)
         config = cls(**values)
-        if "lr_warmup_steps" not in overrides:
-            config.lr_warmup_steps = round(float(warmup_ratio) * config.total_steps(image_count))
+        if "lr_warmup_steps" not in overrides:  # the schedule counts optimizer steps
+            config.lr_warmup_steps = round(float(warmup_ratio) * config.total_steps(image_count)
+                                           / config.gradient_accumulation_steps)
         return config
+
+
+def balanced_groups(groups: list, target_samples: int, epochs: int) -> list[GroupSpec]:
+    """Groups with repeats chosen so each gets an equal share of the run's samples (kohya's advice for
+    multi-concept folders: images × repeats about equal per concept); a group's explicit repeats wins."""
+    specs = [g if isinstance(g, GroupSpec) else GroupSpec(**g) for g in groups]
+    share = target_samples / max(1, len(specs))
+    out = []
+    for g in specs:
+        explicit = "repeats" in g.model_fields_set
+        repeats = g.repeats if explicit else auto_repeats(round(share), epochs, max(1, g.images))
+        out.append(g.model_copy(update={"repeats": repeats}))
+    return out
 
 
 def estimate_seconds(family: str, config: TrainingConfig, image_count: int, device: str = "gpu") -> float:
@@ -205,7 +280,8 @@ def estimate_seconds(family: str, config: TrainingConfig, image_count: int, devi
     Per-step costs are typical community-reported speeds on a 24 GB consumer GPU (RTX 3090/4090 class, bf16,
     batch 1, gradient checkpointing): Flux-dev ≈1.6 s/step at 1024 px, SDXL ≈0.7 s at 1024 px, SD1.5 ≈0.15 s at
     512 px; scaled linearly by pixels × batch, +15 % with text-encoder training. Load + cache + export overhead and
-    sampling (≈ steps × prompts × a quarter of a training step) are added. CPU is taken as ~60× slower.
+    sampling (≈ steps × prompts × a quarter of a training step; the strength sweep too) are added. CPU is taken
+    as ~60× slower.
     """
     per_step, ref_px, load_s = {"flux": (1.6, 1024, 90.0), "sdxl": (0.7, 1024, 40.0),
                                 "sd15": (0.15, 512, 15.0)}[family]
@@ -215,6 +291,9 @@ def estimate_seconds(family: str, config: TrainingConfig, image_count: int, devi
         step_s *= 0.8
     steps = config.total_steps(image_count)
     samples = len(config.sample_prompts) * len(config.sample_epochs()) * config.sample_steps * per_step * 0.25
+    if config.strength_sweep:  # 7 strengths × up to 2 prompts, plus 8 images × 2 denoising passes each
+        samples += 7 * max(1, min(2, len(config.sample_prompts))) * config.sample_steps * per_step * 0.25
+        samples += 7 * 16 * per_step * 0.3
     caching = image_count * 0.2 * (config.resolution / ref_px) ** 2
     total = load_s + caching + steps * step_s + samples + 10.0
     return total * (60.0 if device == "cpu" else 1.0)
@@ -229,4 +308,4 @@ def validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["CATEGORIES", "TrainingConfig", "estimate_seconds", "validation_message"]
+__all__ = ["CATEGORIES", "GroupSpec", "TrainingConfig", "estimate_seconds", "validation_message"]

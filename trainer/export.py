@@ -6,8 +6,9 @@ Kohya key naming, per family (the inverse of diffusers' ``lora_conversion_utils`
 * DoRA (SD only) — peft's ``lora_magnitude_vector`` becomes ``dora_scale`` shaped (out, 1) as LyCORIS/ComfyUI
   read it. diffusers' kohya reader drops ``dora_scale`` (a diffusers limitation, it warns), so with diffusers use
   the diffusers-format file, which round-trips DoRA exactly.
-* SDXL — ``lora_unet_<diffusers path>``, ``lora_te1_…``/``lora_te2_…``. kohya's SDXL files name UNet blocks the
-  SGM way (``input_blocks_4_1_…``); A1111, ComfyUI and diffusers all also accept the diffusers block names used here.
+* SDXL — ``lora_te1_…``/``lora_te2_…`` and UNet blocks named the SGM way as kohya's own SDXL tools write them
+  (``lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q``, ``middle_block_1``, ``output_blocks_N_1``; the
+  inverse of diffusers' ``_maybe_map_sgm_blocks_to_diffusers``), which A1111, ComfyUI and diffusers all read.
 * Flux — BFL/kohya names: ``lora_unet_double_blocks_N_img_attn_qkv`` (to_q|to_k|to_v fused), ``…_img_attn_proj``,
   ``…_img_mlp_0/2``, ``txt_*`` for the text stream, ``lora_unet_single_blocks_N_linear1`` (q|k|v|proj_mlp fused)
   and ``…_linear2``. Fused layers get a concatenated down and a block-diagonal up (rank = parts × r, alpha = parts ×
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -113,14 +115,41 @@ def _sd_prefix(family: str, component: str) -> str:
     raise ValueError(f"no kohya name for component {component!r}")
 
 
-def kohya_sd(family: str, lora: dict[str, dict[str, torch.Tensor]], alpha: float) -> dict[str, torch.Tensor]:
+_SGM_BLOCK = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.attentions\.(\d+)\.|^mid_block\.attentions\.0\.")
+
+
+def sgm_unet_path(module: str, layers_per_block: int) -> str:
+    """diffusers UNet module path → the SGM path kohya's SDXL UNet uses (attention blocks; others unchanged).
+
+    SGM numbers the UNet's blocks flat: input block ``1 + b·(L+1) + j`` is down block b's j-th layer (index 0 is
+    conv_in), output block ``b·(L+1) + j`` likewise with L+1 layers per up block, and inside a block the resnet
+    is ``.0`` and the transformer ``.1``; the middle block is resnet, transformer, resnet (``middle_block.1``)."""
+    m = _SGM_BLOCK.match(module)
+    if not m:
+        return module
+    rest = module[m.end():]
+    if m.group(1) is None:
+        return f"middle_block.1.{rest}"
+    block, layer = int(m.group(2)), int(m.group(3))
+    if m.group(1) == "down_blocks":
+        return f"input_blocks.{1 + block * (layers_per_block + 1) + layer}.1.{rest}"
+    return f"output_blocks.{block * (layers_per_block + 1) + layer}.1.{rest}"
+
+
+def kohya_sd(family: str, lora: dict[str, dict[str, torch.Tensor]], alpha: float,
+             unet_config=None) -> dict[str, torch.Tensor]:
+    """kohya-named SD1.5/SDXL tensors; SDXL UNet names go SGM when ``unet_config`` (for layers_per_block) is given."""
     out: dict[str, torch.Tensor] = {}
+    per_block = getattr(unet_config, "layers_per_block", None) if unet_config is not None else None
+    sgm = family == "sdxl" and isinstance(per_block, int)
     for comp, sd in lora.items():
         prefix = _sd_prefix(family, comp)
         for key, value in sd.items():
             module, suffix = _split_key(key)
             if comp.startswith("text_encoder") and not module.startswith(("text_model.", "text_projection")):
                 module = "text_model." + module  # transformers 5 dropped the wrapper; kohya names keep it
+            if comp == "unet" and sgm:
+                module = sgm_unet_path(module, per_block)
             name = f"{prefix}_{module.replace('.', '_')}"
             if suffix == ".lora_magnitude_vector":
                 value = value.reshape(-1, 1)  # LyCORIS/ComfyUI output-axis DoRA layout: (out, 1)
@@ -224,9 +253,18 @@ def kohya_flux(lora: dict[str, dict[str, torch.Tensor]], alpha: float, transform
 # ---------------------------------------------------------------------------------------------- metadata
 def kohya_metadata(*, family: str, base_name: str, rank: int, alpha: float, use_dora: bool, output_name: str,
                    tag_frequency: dict[str, int], dataset_hash: str, image_count: int, repeats: int,
-                   trigger: str, extra: dict[str, str]) -> dict[str, str]:
-    """``ss_*`` keys as kohya-ss sd-scripts writes them (all values strings; JSON where kohya uses JSON)."""
+                   trigger: str, extra: dict[str, str],
+                   groups: list[tuple[str, int, int, dict[str, int]]] | None = None) -> dict[str, str]:
+    """``ss_*`` keys as kohya-ss sd-scripts writes them (all values strings; JSON where kohya uses JSON).
+
+    ``groups`` — (name, repeats, image count, tag frequency) per image group of a multi-concept dataset — become
+    one kohya ``<repeats>_<name>`` dataset folder each."""
     dataset_dir = f"{repeats}_{trigger or output_name}"  # kohya's "<repeats>_<name>" folder convention
+    dirs = {dataset_dir: {"n_repeats": repeats, "img_count": image_count}}
+    freqs = {dataset_dir: tag_frequency}
+    if groups:
+        dirs = {f"{r}_{name}": {"n_repeats": r, "img_count": n} for name, r, n, _ in groups}
+        freqs = {f"{r}_{name}": f for name, r, _, f in groups}
     meta = {
         "ss_base_model_version": {"sd15": "sd_v1", "sdxl": "sdxl_base_v1-0", "flux": "flux1"}[family],
         "ss_sd_model_name": base_name,
@@ -235,10 +273,10 @@ def kohya_metadata(*, family: str, base_name: str, rank: int, alpha: float, use_
         "ss_network_alpha": str(alpha),
         "ss_network_args": json.dumps({"algo": "dora"} if use_dora else {}),
         "ss_output_name": output_name,
-        "ss_tag_frequency": json.dumps({dataset_dir: tag_frequency}),
-        "ss_dataset_dirs": json.dumps({dataset_dir: {"n_repeats": repeats, "img_count": image_count}}),
+        "ss_tag_frequency": json.dumps(freqs),
+        "ss_dataset_dirs": json.dumps(dirs),
         "ss_dataset_hash": dataset_hash,
-        "ss_num_train_images": str(image_count * repeats),
+        "ss_num_train_images": str(sum(d["n_repeats"] * d["img_count"] for d in dirs.values())),
         "ss_v2": "False",
         "atelier_trigger_word": trigger,
         "atelier_family": family,

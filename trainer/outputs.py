@@ -125,9 +125,41 @@ def draw_loss_curve(losses: list[float], steps_per_epoch: int, path: Path, *, ti
 
 
 # ---------------------------------------------------------------------------------------------- final bundle
+MODELSPEC_ARCH = {"sd15": "stable-diffusion-v1/lora", "sdxl": "stable-diffusion-xl-v1-base/lora",
+                  "flux": "flux-1-dev/lora"}
+MODELSPEC_IMPL = {"sd15": "diffusers", "sdxl": "https://github.com/Stability-AI/generative-models",
+                  "flux": "https://github.com/black-forest-labs/flux"}
+
+
+def modelspec(config, base, title: str, finished: str) -> dict[str, str]:
+    """Stability AI's ``modelspec.*`` keys (sai_model_spec 1.0.0) as kohya's ``sai_model_spec.py`` writes them."""
+    arch = MODELSPEC_ARCH[config.family]
+    if config.family == "flux" and "schnell" in f"{base.name} {base.source}".lower():
+        arch = "flux-1-schnell/lora"
+    return {"modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": arch,
+            "modelspec.implementation": MODELSPEC_IMPL[config.family], "modelspec.title": title,
+            "modelspec.resolution": f"{config.resolution}x{config.resolution}", "modelspec.date": finished,
+            "modelspec.trigger_phrase": config.trigger}
+
+
+def _group_dirs(samples, config) -> list[tuple[str, int, int, dict[str, int]]] | None:
+    """(group, repeats, images, tag frequency) per image group, for kohya's per-folder metadata."""
+    from trainer.data import tag_frequency
+
+    if not config.groups:
+        return None
+    names = sorted({s.group for s in samples}, key=lambda g: (g == "", g))
+    out = []
+    for name in names:
+        members = [s for s in samples if s.group == name]
+        out.append((name or "ungrouped", config.repeats_for(name), len({s.image for s in members}),
+                    tag_frequency(members, config)))
+    return out
+
+
 def write_bundle(*, family, pipeline_cls, config, base, items, samples, out_dir: Path, state, name: str,
                  element_name: str, category: str, grid_cells: dict | None, total_steps: int, resumed_from: int,
-                 steps_per_epoch: int):
+                 steps_per_epoch: int, sweep=None):
     """Final files: diffusers + kohya LoRA, loss curve, grid, element.json → a :class:`TrainResult`."""
     import torch
 
@@ -143,25 +175,29 @@ def write_bundle(*, family, pipeline_cls, config, base, items, samples, out_dir:
     )
 
     save_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[config.save_precision]
-    notes = list(family.runtime.notes)
+    notes = list(family.runtime.notes) + (list(sweep.notes) if sweep else [])
+    strength = sweep.default_strength if sweep and sweep.default_strength is not None else config.recommended_strength
+    strength_range = sweep.range if sweep else None
     lora = family.lora_state()
     data_hash = dataset_hash(items)
     finished = datetime.now(UTC).isoformat(timespec="seconds")
     common = {
         "atelier_trigger_word": config.trigger, "atelier_family": config.family, "atelier_category": category,
         "atelier_element_name": element_name, "atelier_base_model": base.name,
-        "atelier_recommended_strength": str(config.recommended_strength),
+        "atelier_recommended_strength": str(strength),
+        **({"atelier_strength_range": json.dumps(list(strength_range))} if strength_range else {}),
     }
     diffusers_path = save_diffusers_lora(pipeline_cls, out_dir / f"{name}.safetensors",
                                          cast_lora(lora, save_dtype), family.adapter_metadata(), common)
     if config.family == "flux":
         kohya = kohya_flux(lora, config.alpha, family.denoiser, notes)
     else:
-        kohya = kohya_sd(config.family, lora, config.alpha)
+        kohya = kohya_sd(config.family, lora, config.alpha, family.denoiser.config)
     meta = kohya_metadata(
         family=config.family, base_name=base.name, rank=config.rank, alpha=config.alpha, use_dora=config.use_dora,
         output_name=name, tag_frequency=tag_frequency(samples, config), dataset_hash=data_hash,
         image_count=len(items), repeats=config.repeats, trigger=config.trigger,
+        groups=_group_dirs(samples, config),
         extra={**common, "ss_num_epochs": str(config.epochs), "ss_steps": str(state.global_step),
                "ss_learning_rate": str(config.learning_rate), "ss_unet_lr": str(config.learning_rate),
                "ss_text_encoder_lr": str(config.effective_text_encoder_lr if family.trains_text_encoder else 0),
@@ -170,7 +206,8 @@ def write_bundle(*, family, pipeline_cls, config, base, items, samples, out_dir:
                "ss_min_snr_gamma": str(config.min_snr_gamma), "ss_noise_offset": str(config.noise_offset),
                "ss_caption_dropout_rate": str(config.caption_dropout), "ss_keep_tokens": str(config.keep_tokens),
                "ss_shuffle_caption": str(config.shuffle_captions), "ss_mixed_precision": config.mixed_precision,
-               "ss_training_finished_at": finished},
+               "ss_training_finished_at": finished,
+               **modelspec(config, base, name, finished)},
     )
     kohya_path = save_kohya_lora(out_dir / f"{name}_kohya.safetensors", kohya, meta, save_dtype)
     loss_png = draw_loss_curve(state.losses, steps_per_epoch, out_dir / "loss_curve.png",
@@ -184,7 +221,9 @@ def write_bundle(*, family, pipeline_cls, config, base, items, samples, out_dir:
     element = {
         "format": 1, "name": element_name or name, "trigger": config.trigger, "family": config.family,
         "base_model": {"name": base.name, "family": base.family, "source": base.source},
-        "category": category, "recommended_strength": config.recommended_strength,
+        "category": category, "recommended_strength": strength,
+        "strength_range": list(strength_range) if strength_range else None,
+        "strength_sweep": sweep.as_dict() if sweep else None,
         "sample_prompts": config.resolved_sample_prompts(),
         "files": {"diffusers": diffusers_path.name, "kohya": kohya_path.name, "loss_curve": loss_png.name,
                   "grid": grid_png.name if grid_png else None,
@@ -205,5 +244,5 @@ def write_bundle(*, family, pipeline_cls, config, base, items, samples, out_dir:
         loss_curve_png=loss_png, grid_png=grid_png,
         samples={e: [out_dir / p for p in ps] for e, ps in sorted(state.samples.items())},
         epoch_weights={e: out_dir / p for e, p in sorted(state.epoch_weights.items())},
-        recommended_strength=config.recommended_strength, resumed_from_epoch=resumed_from,
+        recommended_strength=strength, resumed_from_epoch=resumed_from, strength_range=strength_range,
     )

@@ -63,6 +63,24 @@ def insert_triggers(prompt: str, triggers: Sequence[str]) -> str:
     return ", ".join([*missing, prompt] if prompt else missing)
 
 
+def range_warnings(strengths: Sequence[float], ranges: Sequence[tuple[float, float] | None],
+                   names: Sequence[str]) -> list[str]:
+    """A warning for each strength outside its Element's recommended range (from the post-training sweep)."""
+    out = []
+    for s, r, name in zip(strengths, ranges, names, strict=True):
+        if r is not None and not r[0] - 1e-9 <= s <= r[1] + 1e-9:
+            out.append(f"strength {s:g} for {name} is outside its recommended range {r[0]:g}–{r[1]:g}")
+    return out
+
+
+def split_group(ref: str) -> tuple[str, str]:
+    """``"Name@outfit2"`` → ``("Name", "outfit2")``; ``"Name"`` → ``("Name", "")`` (the last ``@`` counts)."""
+    head, sep, tail = (ref or "").rpartition("@")
+    if sep and head.strip() and re.fullmatch(r"[\w-]{1,40}", tail.strip()):
+        return head.strip(), tail.strip()
+    return (ref or "").strip(), ""
+
+
 def check_strengths(strengths: Sequence[float], names: Sequence[str] | None = None) -> list[str]:
     """Validate LoRA strengths; return warnings, raise ``ValueError`` for what is refused.
 

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from trainer.api import (
     BaseModelRef,
@@ -33,20 +34,22 @@ from trainer.api import (
     TrainItem,
     TrainResult,
 )
-from trainer.caching import cache_latents, cache_text, encode_captions, offload
+from trainer.caching import cache_latents, cache_text, encode_captions, make_batch, offload
 from trainer.checkpoint import TrainState, latest_checkpoint, restore_rng, rng_state, save_checkpoint
 from trainer.config import TrainingConfig
-from trainer.data import build_samples, dataset_hash, steps_per_epoch
+from trainer.data import Slot, build_samples, dataset_hash, optimizer_steps, steps_per_epoch, total_steps
 from trainer.export import cast_lora, read_diffusers_lora, save_diffusers_lora
 from trainer.families import Runtime, TrainFamily, family_class
 from trainer.loading import load_pipeline
 from trainer.loop import LoopParts, TrainingLoop
 from trainer.optim import build_optimizer, build_scheduler, check_optimizer_available
 from trainer.outputs import grid_epochs, render_samples, write_bundle
+from trainer.strength_sweep import SweepResult, run_sweep
 
 # Config fields that only shape outputs; changing them between attempts must not block a resume.
 OUTPUT_ONLY_FIELDS = {"sample_every_n_epochs", "sample_prompts", "sample_steps", "sample_guidance", "sample_seed",
                       "sample_resolution", "grid", "grid_strengths", "recommended_strength", "output_name",
+                      "strength_sweep", "save_every_n_steps",
                       "save_precision", "save_every_n_epochs", "device"}
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -89,6 +92,20 @@ def _check_request(config: TrainingConfig, base: BaseModelRef, items: list[Train
                          f"{base.family!r}; build the config for {base.family!r}")
     if not items:
         raise ValueError("items: no training images; add images to the dataset first")
+
+
+@contextmanager
+def ema_weights(ema, params):
+    """Temporarily swap the EMA weights into ``params`` (a no-op without EMA)."""
+    if ema is None:
+        yield
+        return
+    ema.store(params)
+    ema.copy_to(params)
+    try:
+        yield
+    finally:
+        ema.restore(params)
 
 
 @contextmanager
@@ -147,7 +164,7 @@ def train_lora(config: TrainingConfig, base: BaseModelRef, items: list[TrainItem
     resumed_from = state.epoch
     runtime = resolve_runtime(config)
     clock, before = time.monotonic(), state.elapsed_seconds
-    total = steps_per_epoch(samples, config) * config.epochs
+    total = total_steps(samples, config)
 
     def elapsed() -> float:
         return before + time.monotonic() - clock
@@ -173,27 +190,55 @@ def train_lora(config: TrainingConfig, base: BaseModelRef, items: list[TrainItem
     offload(family, text_encoders=not family.trains_text_encoder)
 
     optimizer = build_optimizer(family.param_groups(), config)
-    scheduler = build_scheduler(optimizer, config, total)
+    scheduler = build_scheduler(optimizer, config, optimizer_steps(samples, config))
     scaler = torch.amp.GradScaler("cuda") if runtime.fp16 else None
     noise_gen = torch.Generator("cpu").manual_seed(config.seed)
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+    ema = None
+    if config.ema_decay:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(trainable, decay=config.ema_decay)
     if ckpt:
         family.load_lora_state(ckpt.lora)
         optimizer.load_state_dict(ckpt.optimizer)
         scheduler.load_state_dict(ckpt.scheduler)
         if scaler is not None and ckpt.scaler:
             scaler.load_state_dict(ckpt.scaler)
+        if ema is not None and ckpt.ema:
+            ema.load_state_dict(ckpt.ema)
+            ema.to(runtime.device)
         restore_rng(noise_gen, ckpt.rng)
 
-    parts = LoopParts(family, config, samples, latents, text_cache, optimizer, scheduler, scaler, noise_gen)
-    loop = TrainingLoop(parts, state, total_steps=total, emit=emit, control=control, elapsed=elapsed)
+    def checkpoint() -> None:
+        state.elapsed_seconds = elapsed()
+        saved = save_checkpoint(out_dir, fingerprint=fingerprint, state=state, lora=family.lora_state(),
+                                optimizer=optimizer, scheduler=scheduler, scaler=scaler, rng=rng_state(noise_gen),
+                                ema=ema)
+        if on_checkpoint is not None:
+            on_checkpoint(saved)
+
+    last_saved = [state.global_step]
+
+    def after_update(epoch: int, batches: int) -> None:
+        """Mid-epoch checkpoint every ``save_every_n_steps`` (the epoch end writes its own)."""
+        n = config.save_every_n_steps
+        if n and state.global_step - last_saved[0] >= n and state.epoch_step < batches:
+            checkpoint()
+            last_saved[0] = state.global_step
+
+    parts = LoopParts(family, config, samples, latents, text_cache, optimizer, scheduler, scaler, noise_gen, ema)
+    loop = TrainingLoop(parts, state, total_steps=total, emit=emit, control=control, elapsed=elapsed,
+                        after_update=after_update)
     pipeline_cls = type(pipe)
     save_dtype = SAVE_DTYPES[config.save_precision]
     for epoch in range(state.epoch + 1, config.epochs + 1):
-        loop.run_epoch(epoch)
+        loop.run_epoch(epoch, skip=state.epoch_step if epoch == state.epoch + 1 else 0)
         if epoch in config.saved_epochs():
             path = out_dir / "epochs" / f"epoch-{epoch}.safetensors"
-            save_diffusers_lora(pipeline_cls, path, cast_lora(family.lora_state(), save_dtype),
-                                family.adapter_metadata(), {"atelier_epoch": str(epoch)})
+            with ema_weights(ema, trainable):
+                save_diffusers_lora(pipeline_cls, path, cast_lora(family.lora_state(), save_dtype),
+                                    family.adapter_metadata(), {"atelier_epoch": str(epoch)})
             state.epoch_weights[epoch] = str(path.relative_to(out_dir))
         if prompts and epoch in config.sample_epochs():
             loop.check_control()
@@ -202,23 +247,61 @@ def train_lora(config: TrainingConfig, base: BaseModelRef, items: list[TrainItem
                                    epoch, config.sample_seed)
             state.samples[epoch] = [str(p.relative_to(out_dir)) for p in paths]
             emit(event("sampling", sample_paths=paths))
-        state.epoch = epoch
-        state.elapsed_seconds = elapsed()
-        saved = save_checkpoint(out_dir, fingerprint=fingerprint, state=state, lora=family.lora_state(),
-                                optimizer=optimizer, scheduler=scheduler, scaler=scaler, rng=rng_state(noise_gen))
-        if on_checkpoint is not None:
-            on_checkpoint(saved)
+        state.epoch, state.epoch_step = epoch, 0
+        checkpoint()
+        last_saved[0] = state.global_step
 
+    if ema is not None:
+        ema.copy_to(trainable)  # the exported Element (sweep, grid, files) is the averaged one
+    sweep = None
+    if config.strength_sweep:
+        loop.check_control()
+        emit(event("sampling"))
+        sweep = _strength_sweep(family, sampler, config, samples, latents, text_cache)
     emit(event("exporting"))
     grid_cells = _grid_cells(family, sampler, config, out_dir, state)
     result = write_bundle(
         family=family, pipeline_cls=pipeline_cls, config=config, base=base, items=items, samples=samples,
         out_dir=out_dir, state=state, name=output_name(config, element_name), element_name=element_name,
         category=category or config.category, grid_cells=grid_cells, total_steps=total,
-        resumed_from=resumed_from, steps_per_epoch=steps_per_epoch(samples, config),
+        resumed_from=resumed_from, steps_per_epoch=steps_per_epoch(samples, config), sweep=sweep,
     )
     emit(event("done", loss=state.losses[-1] if state.losses else None))
     return result
+
+
+SWEEP_PROMPTS, SWEEP_IMAGES, SWEEP_DRAWS = 2, 8, 2
+
+
+def _strength_sweep(family: TrainFamily, sampler: Sampler, config: TrainingConfig, samples: list,
+                    latents, text_cache) -> SweepResult:
+    """Render the sample prompts at each sweep strength and score them against the dataset (see strength_sweep)."""
+    prompts = sampler.prompts[:SWEEP_PROMPTS]
+    picks = list({s.image: s for s in samples}.values())[:SWEEP_IMAGES]  # one placement per image
+
+    def render(strength: float, k: int):
+        with family.lora_strength(strength):
+            return [sampler.image(prompts[k], config.sample_seed + k)]
+
+    @torch.no_grad()
+    def denoise_loss(strength: float) -> float:
+        gen = torch.Generator("cpu").manual_seed(config.seed + 1)  # the same draws at every strength
+        family.train_mode(False)
+        total = 0.0
+        with family.lora_strength(strength):
+            for sample in picks:
+                batch = make_batch([Slot(sample.index, 0, False)], samples, latents, text_cache, config)
+                text = batch.text if batch.text is not None else family.encode_text(batch.captions)
+                for _ in range(SWEEP_DRAWS):
+                    total += float(family.loss(batch, text, gen))
+        return total / (len(picks) * SWEEP_DRAWS)
+
+    images = []
+    for s in picks:
+        with Image.open(s.image_path) as img:
+            images.append(img.convert("RGB"))
+    return run_sweep(render, denoise_loss, images, size=config.sample_resolution or config.resolution,
+                     device=family.runtime.device, prompts=len(prompts))
 
 
 def _grid_cells(family: TrainFamily, sampler: Sampler, config: TrainingConfig, out_dir: Path,

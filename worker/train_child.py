@@ -173,7 +173,7 @@ def run(spec: ChildSpec, emit: Emitter) -> int:
         emit("error", code="invalid", message=f"invalid training settings: {validation_message(exc)}",
              hint="Start the training again with corrected options.", retryable=False)
         return EXIT_INVALID
-    items = [TrainItem(Path(i["image_path"]), i.get("caption", "")) for i in spec.items]
+    items = [TrainItem(Path(i["image_path"]), i.get("caption", ""), i.get("group", "")) for i in spec.items]
     base = BaseModelRef(**spec.base)  # type: ignore[arg-type]
     control = FileControl(Path(spec.control_dir), spec.parent_pid)
     mirror = _mirror(spec)

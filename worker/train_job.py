@@ -108,7 +108,7 @@ class TrainingRun:
         for name in (CANCEL_FILE, PAUSE_FILE, PAUSED_FILE):
             (self.control / name).unlink(missing_ok=True)
         items = [{"image_path": str(await self.app.services.blobs.open_local(i["blob"])),
-                  "caption": i.get("caption", "")} for i in p["manifest"]]
+                  "caption": i.get("caption", ""), "group": i.get("group", "")} for i in p["manifest"]]
         spec_doc = {
             "job_id": self.job.id, "attempt": self.attempt,
             "base": {"name": p["base_model"], "family": spec.family.value, "source": spec.source},
@@ -316,7 +316,8 @@ class TrainingRun:
         await self.app.transitions.succeed_training(
             self.job.id, self.attempt, weights_blob=weights, kohya_blob=await put(r.get("lora_kohya")),
             metadata_blob=await put(r.get("element_json")), artifacts=artifacts,
-            recommended_strength=float(r.get("recommended_strength") or 1.0), summary=summary)
+            recommended_strength=float(r.get("recommended_strength") or 1.0), summary=summary,
+            strength_range=tuple(r["strength_range"]) if r.get("strength_range") else None)
 
     def _checkpoint_store(self) -> dict[str, Any] | None:
         store = self.app.settings.checkpoint_store

@@ -1,4 +1,4 @@
-"""``/dataset create|list|show|caption|remove|rename|delete|export``: parse → dataset use case → render."""
+"""``/dataset create|list|show|caption|remove|group|rename|delete|export``: parse → dataset use case → render."""
 
 from __future__ import annotations
 
@@ -101,6 +101,32 @@ class DatasetManageMixin(DatasetCogBase):
         await reply(interaction, render.truncate(
             f"🗑️ Removed {render.plural(len(removed), 'image')} ({labels}) from {_q(info.name)}; the others are "
             f"renumbered 1–{info.image_count}, now {render.plural(info.image_count, 'image')}.", render.CONTENT_LIMIT))
+
+    @app_commands.command(name="group", description="Put images into a named group with its own trigger word")
+    @app_commands.describe(name="The dataset", group="Group name, e.g. outfit2",
+                           indices="Images to put in it, e.g. 3, 5-7 (optional)",
+                           trigger="The group's trigger or class word (optional)",
+                           repeats="Fixed repeats (leave out to balance the groups automatically)",
+                           remove="Delete the group (its images stay in the dataset)")
+    @app_commands.autocomplete(name=dataset_names)
+    async def group(self, interaction: discord.Interaction, name: str, group: app_commands.Range[str, 1, 40],
+                    indices: app_commands.Range[str, 1, 200] | None = None,
+                    trigger: app_commands.Range[str, 1, 100] | None = None,
+                    repeats: app_commands.Range[int, 1, 1000] | None = None, remove: bool = False) -> None:
+        me = await actor(interaction)
+        datasets = self.services.datasets
+        if remove:
+            gone = await datasets.remove_group(me, name, group)
+            await reply(interaction, f"🗑️ Removed group **{render.escape(gone.name)}** from {_q(name)}; its "
+                                     f"{render.plural(gone.image_count, 'image')} are in no group now.")
+            return
+        wanted = parse_indices(indices) if indices else []
+        info = await datasets.set_group(me, name, group, wanted, trigger=trigger, repeats=repeats)
+        await reply(interaction, f"🏷️ Group **{render.escape(info.name)}** in {_q(name)}: "
+                                 f"{render.plural(info.image_count, 'image')}, trigger "
+                                 f"`{render.escape(info.trigger) or '—'}`, repeats "
+                                 f"{info.repeats if info.repeats else 'balanced'}. Generate with it as "
+                                 f"`element1:<Element>@{render.escape(info.name)}`.")
 
     @app_commands.command(name="rename", description="Rename a dataset")
     @app_commands.describe(name="The dataset", new_name="Its new name")

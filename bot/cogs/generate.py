@@ -43,7 +43,7 @@ class Generate(commands.Cog):
     @app_commands.command(name="generate", description="Generate images, optionally with up to 4 Elements")
     @app_commands.describe(
         prompt="What to draw", negative="What to avoid (negative prompt)",
-        element1="An Element (yours or shared); its trigger word is added for you", element2="Another Element",
+        element1="An Element (yours or shared; Name@group for one image group); its trigger word is added for you", element2="Another Element",
         element3="Another Element", element4="Another Element",
         strength1="Strength of element1, 0–2 (default: its recommended strength)", strength2="Strength of element2",
         strength3="Strength of element3", strength4="Strength of element4",
@@ -104,7 +104,8 @@ class Generate(commands.Cog):
             focused = next((s for s in SLOTS if getattr(ns, s, None) == current), None)
             taken = {getattr(ns, s, None) for s in SLOTS if s != focused} - {None, ""}
             base = getattr(ns, "base", None) or None
-            found = await self.bot.services.elements.autocomplete(me, current, base_model=base, limit=25)
+            found = await self.bot.services.elements.autocomplete(me, current, base_model=base, limit=25,
+                                                                  with_groups=True)
             return choices([(label, value) for label, value in found if value not in taken])
         return await safe_choices(make)
 

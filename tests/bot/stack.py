@@ -120,7 +120,8 @@ async def finish_training(services: Any, job_id: int) -> None:
     await _transitions(services).succeed_training(
         job_id, 1, weights_blob=weights, kohya_blob=kohya, metadata_blob=meta,
         artifacts={"samples": {"2": [final]}, "samples_final": [final], "loss_curve": loss, "grid": grid},
-        recommended_strength=0.8, summary={"epochs": 2, "steps": 10, "final_loss": 0.0987, "resumed_from_epoch": 0})
+        recommended_strength=0.8, summary={"epochs": 2, "steps": 10, "final_loss": 0.0987, "resumed_from_epoch": 0},
+        strength_range=(0.6, 1.0))
 
 
 async def finish_generation(services: Any, job_id: int, *, images: int | None = None) -> int:

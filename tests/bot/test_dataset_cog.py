@@ -161,3 +161,21 @@ def test_parse_indices() -> None:
                      ("1-100000", "more than 500"), ("two", "not an image number")):
         with pytest.raises(InvalidInput, match=why):
             parse_indices(bad)
+
+
+async def test_group_sets_trigger_and_images_and_show_lists_groups(world: World) -> None:
+    alice = world.emu.user("alice")
+    await _with_images(world, 4)
+    made = await world.ds_reply(alice, "group", name="cats", group="outfit2", indices="1-2", trigger="red dress")
+    assert made.ephemeral and "Group **outfit2**" in made.content and "2 images" in made.content
+    assert "`red dress`" in made.content and "repeats balanced" in made.content and "@outfit2" in made.content
+    fixed = await world.ds_reply(alice, "group", name="cats", group="outfit2", repeats=6)
+    assert "repeats 6" in fixed.content
+    bad = await world.ds_reply(alice, "group", name="cats", group="outfit2", indices="7")
+    assert bad.content.startswith("❌ “cats” has no image #7")
+    shown = await world.ds_reply(alice, "show", name="cats")
+    assert "outfit2" in shown.text() and "red dress" in shown.text()
+    gone = await world.ds_reply(alice, "group", name="cats", group="outfit2", remove=True)
+    assert "Removed group **outfit2**" in gone.content
+    info = await world.services.datasets.get(await world.actor(alice), "cats")
+    assert info.groups == [] and all(i.group == "" for i in info.images or [])

@@ -66,7 +66,7 @@ async def test_training_dm_is_edited_in_place_then_results_with_buttons(
         assert any("Training…" in s and "50%" in s for s in seen), seen  # the epoch-1 milestone state
         assert any(h["attachments"] for h in progress.history), "the latest sample was shown"
         assert sorted(done.files) == ["grid.png", "loss-curve.png", "sample-1.png"]
-        assert "`zqxink`" in done.text() and "Recommended strength" in done.text()
+        assert "`zqxink`" in done.text() and "Recommended strength" in done.text() and "works 0.6–1" in done.text()
         assert [b["label"] for b in done.buttons] == ["Generate now", "Share", "Export"]
 
         share = await (await emu.click(alice, done, done.buttons[1]["custom_id"])).reply()

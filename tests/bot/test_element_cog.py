@@ -110,6 +110,7 @@ async def test_list_info_share_browse_export_delete(bot_harness, job_services, j
 
         info = await (await emu.slash(alice, "element", "info", element="Look 0")).reply()
         assert "`zqxlook0`" in info.text() and "Recommended strength" in info.text() and "you" in info.text()
+        assert "0.8 (works 0.6–1)" in info.text(), "the strength sweep's range"
         assert list(info.files) == ["element-preview.png"]
 
         hidden = await (await emu.slash(bob, "element", "info", element="#1")).reply()

@@ -153,3 +153,23 @@ def test_dataset_commands_do_not_import_torch(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"ok": True, "datasets": [],
                                        "storage": {"used_bytes": 0, "limit_bytes": 2 * 1024**3}}
+
+
+def test_dataset_groups_from_the_cli(cli, tmp_path: Path) -> None:
+    from cli.generate_cmd import parse_element
+
+    assert cli("dataset", "create", "duo")[0] == 0
+    assert cli("dataset", "add", "duo", *map(str, _images(tmp_path / "g", [1, 2, 3, 4])))[0] == 0
+    code, data = cli("dataset", "group", "duo", "outfit-red", "1-2", "--trigger", "red dress")
+    assert code == 0 and data["group"]["image_count"] == 2 and data["group"]["trigger"] == "red dress"
+    code, data = cli("dataset", "group", "duo", "blue", "3,4", "--repeats", "5")
+    assert code == 0 and data["group"]["repeats"] == 5
+    code, text = cli("dataset", "show", "duo", as_json=False)
+    assert code == 0 and "outfit-red" in text and "red dress" in text and "repeats 5" in text
+    code, data = cli("dataset", "group", "duo", "blue", "9")
+    assert code == 1 and "no image #9" in data["error"]["message"]
+    code, data = cli("dataset", "group", "duo", "blue", "--remove")
+    assert code == 0 and data["removed"]["image_count"] == 2
+    assert parse_element("Duo:0.8@outfit-red") == ("Duo@outfit-red", 0.8)
+    assert parse_element("Duo@outfit-red:0.5") == ("Duo@outfit-red", 0.5)
+    assert parse_element("Duo@outfit-red") == ("Duo@outfit-red", None)

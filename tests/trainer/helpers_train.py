@@ -75,7 +75,10 @@ def expected_deltas(lora: dict[str, dict], alpha: float, rank: int) -> dict[str,
             if key.endswith(".lora_A.weight"):
                 module = key[: -len(".lora_A.weight")]
                 b = sd[f"{module}.lora_B.weight"]
-                out[f"{comp}.{module}"] = (b.double() @ a.double()).numpy() * (alpha / rank)
+                delta = b.double().flatten(1) @ a.double().flatten(1)  # 1×1 convs (SD1.5 proj_in/out) too
+                if a.dim() == 4:
+                    delta = delta[:, :, None, None]
+                out[f"{comp}.{module}"] = delta.numpy() * (alpha / rank)
     return out
 
 

@@ -126,3 +126,25 @@ def test_dora_exports_in_both_formats(models_dir, tmp_path, make_dataset, single
             for name, magnitude in magnitudes.items():
                 loaded = pipe.unet.get_submodule(name).lora_magnitude_vector["dora"].weight
                 torch.testing.assert_close(loaded.detach().float(), magnitude.float(), rtol=1e-5, atol=1e-6)
+
+
+def test_sgm_names_invert_diffusers_reader():
+    """Every SDXL attention-block path maps to the SGM name that diffusers' own SGM reader maps back."""
+    from types import SimpleNamespace
+
+    from diffusers.loaders.lora_conversion_utils import _maybe_map_sgm_blocks_to_diffusers
+
+    from trainer.export import sgm_unet_path
+
+    paths = [f"down_blocks.{b}.attentions.{j}.transformer_blocks.0.attn1.to_q" for b in (1, 2) for j in (0, 1)]
+    paths += [f"up_blocks.{b}.attentions.{j}.proj_in" for b in (0, 1) for j in (0, 1, 2)]
+    paths += ["mid_block.attentions.0.transformer_blocks.1.ff.net.2"]
+    sgm = {"lora_unet_" + sgm_unet_path(p, 2).replace(".", "_") + ".lora_down.weight": p for p in paths}
+    assert "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight" in sgm
+    assert "lora_unet_output_blocks_0_1_proj_in.lora_down.weight" in sgm
+    assert "lora_unet_middle_block_1_transformer_blocks_1_ff_net_2.lora_down.weight" in sgm
+    back = _maybe_map_sgm_blocks_to_diffusers({k: torch.zeros(1) for k in sgm}, SimpleNamespace(layers_per_block=2))
+    # The reader renumbers the blocks and keeps the SGM word, which _convert_unet_lora_key then renames.
+    renamed = {k.replace("input_blocks", "down_blocks").replace("output_blocks", "up_blocks")
+               .replace("middle_block", "mid_block") for k in back}
+    assert renamed == {"lora_unet_" + p.replace(".", "_") + ".lora_down.weight" for p in paths}

@@ -83,3 +83,20 @@ def test_element_moves_generations_toward_dataset(trained, models_dir):
     assert pixel_dist[0] - pixel_dist[1] > 0.1 * pixel_dist[0], report
     assert pixel_dist[1] - pixel_dist[2] > 0.05 * pixel_dist[0], report
     assert pixel_dist[2] < 0.6 * pixel_dist[0], report
+
+
+def test_strength_sweep_recommends_a_range_around_what_works(trained):
+    """The sweep after training scored strengths 0…1.2 against the dataset and stored a range whose midpoint is the
+    default strength; inside the range generations are nearer the dataset than the base alone."""
+    import json
+
+    _, result = trained
+    element = json.loads(result.element_json.read_text())
+    sweep = element["strength_sweep"]
+    assert sweep["strengths"] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2]
+    lo, hi = result.strength_range
+    assert element["strength_range"] == [lo, hi] and 0.2 <= lo <= hi <= 1.2, sweep
+    assert result.recommended_strength == element["recommended_strength"] == pytest.approx((lo + hi) / 2, abs=0.05)
+    inside = [i for i, s in enumerate(sweep["strengths"]) if lo <= s <= hi]
+    assert all(sweep["image_distance"][i] < sweep["image_distance"][0] for i in inside), sweep
+    assert all(sweep["denoise_loss"][i] < sweep["denoise_loss"][0] for i in inside), sweep

@@ -65,7 +65,10 @@ def test_trains_and_writes_every_output(family, trained):
     element = json.loads(result.element_json.read_text())
     assert element["name"] == "Teal Shapes" and element["trigger"] == "ohwx" and element["family"] == family
     assert element["category"] == "style" and element["base_model"]["source"] == f"builtin:tiny-{family}"
-    assert element["sample_prompts"] == ["ohwx shapes"] and element["recommended_strength"] == 1.0
+    assert element["sample_prompts"] == ["ohwx shapes"]
+    swept = element["strength_range"]  # the post-training sweep's range; its midpoint is the default strength
+    assert element["recommended_strength"] == (round(round(sum(swept) / 2 / 0.05) * 0.05, 2) if swept else 1.0)
+    assert element["strength_sweep"]["strengths"] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2]
     assert element["config"]["rank"] == config.rank and element["training"]["steps"] == 8
     if not torch.cuda.is_available():
         assert any("fp32" in n for n in element["notes"])  # bf16 requested, CPU fell back with a note
@@ -104,7 +107,7 @@ def test_exports_load_into_a_fresh_pipeline_and_change_it(family, trained, model
 
 def test_kohya_names_and_metadata(trained):
     expected_prefixes = {"sd15": {"lora_unet_", "lora_te_"}, "sdxl": {"lora_unet_", "lora_te1_", "lora_te2_"},
-                         "flux": {"lora_unet_double_blocks_"}}
+                         "flux": {"lora_unet_double_blocks_", "lora_unet_single_blocks_"}}
     for family in FAMILIES:
         config, items, result, _ = trained(family)
         with safe_open(str(result.lora_kohya), framework="pt") as f:
@@ -125,7 +128,8 @@ def test_kohya_names_and_metadata(trained):
     assert "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_out_0" in sd15_keys
     flux_keys = {k.split(".")[0] for k in safe_open(str(trained("flux")[2].lora_kohya), "pt").keys()}
     assert {"lora_unet_double_blocks_0_img_attn_qkv", "lora_unet_double_blocks_0_txt_attn_qkv",
-            "lora_unet_double_blocks_0_img_mlp_0", "lora_unet_double_blocks_0_txt_mlp_2"} <= flux_keys
+            "lora_unet_double_blocks_0_img_mlp_0", "lora_unet_double_blocks_0_txt_mlp_2",
+            "lora_unet_single_blocks_0_linear2"} <= flux_keys  # targets="full": single-block output too
 
 
 def test_same_seed_same_losses(models_dir, tmp_path, make_dataset, single_thread):  # noqa: F811

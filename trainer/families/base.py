@@ -21,8 +21,10 @@ from trainer import text_encoder_lora
 from trainer.config import TrainingConfig
 
 ADAPTER = "default"
-# CLIP attention projections: the set kohya and diffusers' scripts train on text encoders.
-TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+# CLIP targets per ``config.targets``: attention projections (diffusers' scripts) or, at kohya parity, also the
+# MLP (kohya's lora.py trains every Linear of CLIPAttention and CLIPMLP).
+TEXT_ENCODER_TARGETS = {"attention": ["q_proj", "k_proj", "v_proj", "out_proj"],
+                        "full": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]}
 
 
 @dataclass
@@ -56,7 +58,7 @@ class TrainFamily(ABC):
     name: str
     denoiser_name: str  # pipeline attribute of the UNet/transformer
     text_encoder_names: tuple[str, ...]
-    denoiser_targets: list[str]
+    denoiser_targets: list[str]  # peft target_modules for the current config.targets
     default_sample_guidance: float
 
     def __init__(self, pipe, config: TrainingConfig, runtime: Runtime) -> None:
@@ -100,7 +102,7 @@ class TrainFamily(ABC):
                 # DoRA stays on the denoiser: diffusers cannot reload DoRA magnitudes into transformers' text
                 # encoders (they come back re-initialised), so text-encoder adapters are plain LoRA.
                 for te in self.text_encoders().values():
-                    text_encoder_lora.attach(te, self._lora_config(TEXT_ENCODER_TARGETS, dora=False), ADAPTER)
+                    text_encoder_lora.attach(te, self._lora_config(TEXT_ENCODER_TARGETS[cfg.targets], dora=False), ADAPTER)
         for module in self.lora_modules().values():
             for p in module.parameters():
                 if p.requires_grad:

@@ -4,15 +4,24 @@ Text encoders are never trained (the config refuses it)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from trainer.families.base import Batch, TrainFamily
 
-# diffusers' train_dreambooth_lora_flux.py default ``--lora_layers`` (double-block attention incl. the text
-# stream's add_*_proj/to_add_out, both feed-forwards; "attn.to_*" also hits the single blocks' attention) plus
-# the single blocks' MLP input ``proj_mlp``, so each single block's fused ``linear1`` (q|k|v|mlp) is complete in
-# the kohya export.
+# "attention": every attention projection (double blocks' image and text streams; "attn.to_*" also hits the
+# single blocks' attention).
+FLUX_ATTENTION_TARGETS = [
+    "attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0",
+    "attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
+]
+# "full" = kohya's lora_flux.py: every Linear of the double and single blocks except the modulation layers (which
+# kohya excludes by default). That is diffusers' train_dreambooth_lora_flux.py default ``--lora_layers`` plus the
+# single blocks' MLP input ``proj_mlp`` (completing the fused ``linear1`` = q|k|v|mlp) and, added per block in
+# :attr:`FluxFamily.denoiser_targets`, their output projection ``proj_out`` (kohya ``linear2``) — named by block
+# index because the transformer's final layer is also called ``proj_out``.
 FLUX_TARGETS = [
     "attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0",
     "attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
@@ -48,8 +57,14 @@ class FluxFamily(TrainFamily):
     name = "flux"
     denoiser_name = "transformer"
     text_encoder_names = ("text_encoder", "text_encoder_2")
-    denoiser_targets = FLUX_TARGETS
     default_sample_guidance = 3.5  # FluxPipeline's default for dev (guidance-distilled, no CFG pass)
+
+    @property
+    def denoiser_targets(self) -> list[str]:
+        if self.config.targets == "attention":
+            return FLUX_ATTENTION_TARGETS
+        singles = len(getattr(self.denoiser, "single_transformer_blocks", []))
+        return [*FLUX_TARGETS, *(f"single_transformer_blocks.{i}.proj_out" for i in range(singles))]
 
     @property
     def max_sequence_length(self) -> int:
@@ -67,7 +82,21 @@ class FluxFamily(TrainFamily):
             hidden = self.pipe.text_encoder_2(t5_ids, output_hidden_states=False)[0]
         return {"prompt_embeds": hidden, "pooled": pooled}
 
-    def sample_sigmas(self, bsz: int, gen: torch.Generator) -> torch.Tensor:
+    def shift_for(self, h: int, w: int) -> float:
+        """Timestep shift for an ``h``×``w`` latent: ``config.flux_shift`` when set, else exp(μ) with μ from
+        FluxPipeline's own ``calculate_shift`` over the packed sequence length and the base's scheduler config —
+        the shift the pipeline applies at that resolution at inference (3.1582 at 1024², less for smaller)."""
+        if self.config.flux_shift is not None:
+            return self.config.flux_shift
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+        sched = self.pipe.scheduler.config
+        mu = calculate_shift((h // 2) * (w // 2), sched.get("base_image_seq_len", 256),
+                             sched.get("max_image_seq_len", 4096), sched.get("base_shift", 0.5),
+                             sched.get("max_shift", 1.15))
+        return math.exp(mu)
+
+    def sample_sigmas(self, bsz: int, gen: torch.Generator, shift: float = 1.0) -> torch.Tensor:
         cfg = self.config
         if cfg.flux_timestep_sampling == "uniform":
             return self.rand((bsz,), gen)
@@ -75,15 +104,14 @@ class FluxFamily(TrainFamily):
         # ``--timestep_sampling shift``: σ' = sσ / (1 + (s−1)σ), the same map the Flux scheduler applies.
         sigma = torch.sigmoid(self.randn((bsz,), gen))
         if cfg.flux_timestep_sampling == "shift":
-            s = cfg.flux_shift
-            sigma = s * sigma / (1 + (s - 1) * sigma)
+            sigma = shift * sigma / (1 + (shift - 1) * sigma)
         return sigma
 
     def loss(self, batch: Batch, text: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
         latents = self.sample_latents(batch, gen)
         b, _, h, w = latents.shape
         noise = self.randn(latents.shape, gen)
-        sigma = self.sample_sigmas(b, gen)
+        sigma = self.sample_sigmas(b, gen, self.shift_for(h, w))
         s = sigma.view(b, 1, 1, 1)
         noisy = (1 - s) * latents + s * noise
         dtype = self.runtime.weight_dtype

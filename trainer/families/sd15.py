@@ -9,17 +9,17 @@ from diffusers.training_utils import compute_snr
 
 from trainer.families.base import Batch, TrainFamily
 
-# UNet attention projections: diffusers' train_dreambooth_lora / train_text_to_image_lora default targets
-# (kohya's LoRA additionally trains proj_in/proj_out and ff; attention-only keeps files small and is the
-# diffusers convention).
-SD_UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+# UNet targets per ``config.targets``. "attention": diffusers' train_dreambooth_lora default (attention
+# projections only). "full": kohya's lora.py — every Linear and 1×1 Conv inside a Transformer2DModel, i.e. also
+# proj_in/proj_out (1×1 convs on SD1.5, Linears on SDXL) and the GEGLU feed-forward.
+SD_UNET_TARGETS = {"attention": ["to_q", "to_k", "to_v", "to_out.0"],
+                   "full": ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]}
 
 
 class SD15Family(TrainFamily):
     name = "sd15"
     denoiser_name = "unet"
     text_encoder_names = ("text_encoder",)
-    denoiser_targets = SD_UNET_TARGETS
     default_sample_guidance = 7.0
 
     def __init__(self, pipe, config, runtime) -> None:
@@ -28,6 +28,10 @@ class SD15Family(TrainFamily):
         # same betas and prediction type, so v-prediction bases train as v-prediction.
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         self.prediction_type = self.noise_scheduler.config.prediction_type
+
+    @property
+    def denoiser_targets(self) -> list[str]:
+        return SD_UNET_TARGETS[self.config.targets]
 
     # ------------------------------------------------------------------------------------------ text
     def _tokens(self, tokenizer, captions: list[str]) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """bot state that survives a restart (pending confirmations, attachment picks, command-sync hash)
 
-Revision ID: 0004_bot_state
+Revision ID: 0002_bot_state
 Revises: 0001
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0004_bot_state'
+revision: str = '0002_bot_state'
 down_revision: str | None = '0001'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
