@@ -43,6 +43,8 @@ def preview_embed(p: Any) -> discord.Embed:
         ("Estimated time", f"about {human_duration(p.estimate_seconds)} on a GPU", True),
         ("Training slots", slots, True),
     ]
+    if getattr(p, "memory_line", ""):
+        fields.append(("GPU memory", p.memory_line.removeprefix("memory: "), True))
     if p.overrides:
         fields.append(("Advanced options", ", ".join(f"{k}={v}" for k, v in sorted(p.overrides.items())), False))
     if p.warnings:

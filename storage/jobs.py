@@ -24,7 +24,7 @@ from storage.job_views import JobInfo
 from storage.models import Job, JobKind, JobStatus, utcnow
 from storage.names import clean_text, normalize_trigger
 from storage.outbox import add_notification
-from storage.training_rules import build_config, check_image_count, parse_category, trainable_base
+from storage.training_rules import build_config, check_image_count, parse_category, plan_memory, trainable_base
 
 log = logging.getLogger(__name__)
 MAX_PROMPT = 2000
@@ -71,10 +71,11 @@ class JobService:
             manifest = await self.datasets.manifest(session, dataset_id)
             check_image_count(self.settings, len(manifest), dataset_name, base_model, spec.family.value)
             config = build_config(cat, spec.family.value, len(manifest), trigger_display, overrides)
+            plan = plan_memory(self.settings, base_model, spec, config)
             job, position = await self._create_training(
                 session, actor, dataset_id=dataset_id, dataset_name=dataset_name, manifest=manifest, name=name,
                 category=cat, base_model=base_model, family=spec.family.value, trigger=trigger_display,
-                description=description, config=config, overrides=overrides or {}, origin=origin)
+                description=description, config=config, overrides=overrides or {}, origin=origin, plan=plan)
         await self._enqueue(job)
         return JobInfo.of(job, queue_position=position)
 
@@ -85,7 +86,8 @@ class JobService:
     async def _create_training(self, session: AsyncSession, actor: Actor, *, dataset_id: int | None,
                                dataset_name: str, manifest: list[dict[str, Any]], name: str, category: str,
                                base_model: str, family: str, trigger: str, description: str, config: Any,
-                               overrides: dict[str, Any], origin: dict[str, Any] | None) -> tuple[Job, int]:
+                               overrides: dict[str, Any], origin: dict[str, Any] | None,
+                               plan: Any = None) -> tuple[Job, int]:
         from trainer.config import estimate_seconds
 
         job = Job(kind=JobKind.TRAIN.value, owner_id=actor.user_id, status=JobStatus.QUEUED.value,
@@ -105,6 +107,7 @@ class JobService:
             "description": description, "image_count": n, "manifest": manifest, "config": config_dict,
             "overrides": overrides, "total_steps": config.total_steps(n), "epochs": config.epochs,
             "estimate_seconds": round(estimate_seconds(family, config, n)),
+            "memory": plan.as_dict() if plan is not None else None,
         }
         await session.flush()
         position = await self._position(session, job)

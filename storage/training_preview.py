@@ -17,7 +17,13 @@ from storage.actors import Actor
 from storage.errors import Conflict, QuotaExceeded
 from storage.models import Element, ElementStatus
 from storage.names import clean_text, normalize_name, normalize_trigger
-from storage.training_rules import build_config, check_image_count, parse_category, trainable_base
+from storage.training_rules import (
+    build_config,
+    check_image_count,
+    parse_category,
+    plan_memory,
+    trainable_base,
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,8 @@ class TrainingPreview:
     config: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    memory: dict[str, Any] = field(default_factory=dict)  # trainer.memory.planner.MemoryPlan.as_dict()
+    memory_line: str = ""  # "memory: 14.2 GB of 24 GB (fp8, checkpointing)"
 
 
 async def preview_training(services: Any, actor: Actor, *, dataset: str, name: str, category: str,
@@ -57,6 +65,7 @@ async def preview_training(services: Any, actor: Actor, *, dataset: str, name: s
     n, family = info.image_count, spec.family.value
     check_image_count(settings, n, info.name, base_model, family)
     config = build_config(cat, family, n, trig, overrides)
+    plan = plan_memory(settings, base_model, spec, config)
     quota = await services.quotas.remaining(actor)
     if quota.remaining == 0:
         raise QuotaExceeded(f"You have used all {quota.limit} training slots of this "
@@ -69,7 +78,8 @@ async def preview_training(services: Any, actor: Actor, *, dataset: str, name: s
         image_count=n, epochs=config.epochs, repeats=config.repeats, total_steps=config.total_steps(n),
         estimate_seconds=estimate_seconds(family, config, n), slots_left=quota.remaining,
         slots_limit=quota.limit, warnings=warnings, config=config.model_dump(mode="json"),
-        overrides=dict(overrides or {}), description=clean_text(description, max_len=500, multiline=True))
+        overrides=dict(overrides or {}), description=clean_text(description, max_len=500, multiline=True),
+        memory=plan.as_dict(), memory_line=plan.line())
 
 
 async def _check_free_names(services: Any, actor: Actor, key: str, trig_key: str) -> None:

@@ -1,0 +1,61 @@
+"""Put a frozen denoiser into a memory mode with the libraries' own tools (nothing hand-written):
+
+* ``bf16`` — weights in bf16 (fp16 on GPUs without bf16, fp32 on a CPU).
+* ``fp8`` — diffusers layerwise casting: weights stored in float8_e4m3fn, each layer upcast to the compute dtype
+  only while it runs.
+* ``int8`` / ``nf4`` — bitsandbytes through diffusers' ``BitsAndBytesConfig`` at load time (LLM.int8 weight-only;
+  4-bit NormalFloat with double quantization, i.e. QLoRA). CUDA only.
+* ``offload`` — diffusers group offloading ("block swap"): weights live in CPU memory and each transformer/UNet
+  block is brought to the GPU (prefetched on a side stream) just before it runs.
+
+LoRA parameters stay fp32 in every mode; gradient checkpointing is independent of the mode.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+FP8 = torch.float8_e4m3fn
+
+
+def quantization_config(mode: str, compute_dtype: torch.dtype):
+    """diffusers ``BitsAndBytesConfig`` for the quantized modes (None for the others)."""
+    if mode not in ("int8", "nf4"):
+        return None
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"memory mode {mode!r} uses bitsandbytes, which needs a CUDA GPU; use 'fp8' or 'bf16'")
+    try:
+        from diffusers import BitsAndBytesConfig
+        import bitsandbytes  # noqa: F401 — fail here, with the fix, rather than deep inside from_pretrained
+    except ImportError:
+        raise RuntimeError(f"memory mode {mode!r} needs the bitsandbytes package: pip install 'atelier[gpu]'") \
+            from None
+    if mode == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+def apply_storage_mode(denoiser: torch.nn.Module, mode: str, compute_dtype: torch.dtype) -> None:
+    """Before LoRA is added: fp8 storage via layerwise casting (the LoRA layers added later are not cast)."""
+    if mode == "fp8":
+        denoiser.enable_layerwise_casting(storage_dtype=FP8, compute_dtype=compute_dtype)
+
+
+def apply_offload(denoiser: torch.nn.Module, mode: str, device: torch.device) -> bool:
+    """After LoRA is added: block-level group offloading on CUDA; returns whether it was applied."""
+    if mode != "offload" or device.type != "cuda":
+        return False
+    denoiser.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
+                                  offload_type="block_level", num_blocks_per_group=1, use_stream=True)
+    return True
+
+
+def enable_checkpointing(denoiser: torch.nn.Module) -> None:
+    """Gradient checkpointing that also works under fp8 layerwise casting: the recomputed forward sees the fp8
+    storage tensors where the first pass saw their upcast copies, which torch's default metadata check rejects
+    although the values are the same (the gradients match a non-checkpointed run exactly; see the tests)."""
+    denoiser.enable_gradient_checkpointing(functools.partial(
+        torch.utils.checkpoint.checkpoint, use_reentrant=False, determinism_check="none"))
