@@ -58,14 +58,26 @@ def reduced(arch: dict, double: int | None = None, single: int | None = None) ->
     return {**arch, "components": {**arch["components"], "denoiser": comp}}
 
 
-def build_denoiser(arch: dict, mode: str, device) -> torch.nn.Module:
+def build_denoiser(arch: dict, mode: str, device, *, lora_rank: int | None = None) -> torch.nn.Module:
+    """The frozen denoiser in ``mode`` with a fp32 LoRA of ``lora_rank``, in the trainer's order."""
+    from peft import LoraConfig
+
+    from trainer.families.flux import FLUX_TARGETS
+    from trainer.memory.modes import apply_storage_mode
+
+    if mode not in MEASURABLE_MODES:
+        raise ValueError(f"mode {mode!r} cannot be measured here; measurable: {', '.join(MEASURABLE_MODES)}")
     spec = arch["components"]["denoiser"]
     model = build_component(spec["class"], spec["config"], device=device, dtype=torch.bfloat16)
     model.requires_grad_(False)
-    if mode == "fp8":
-        model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
-    elif mode != "bf16":
-        raise ValueError(f"mode {mode!r} cannot be measured here; measurable: {', '.join(MEASURABLE_MODES)}")
+    apply_storage_mode(model, mode, torch.bfloat16)
+    if lora_rank:
+        targets = FLUX_TARGETS if arch["family"] == "flux" else SD_TARGETS
+        model.add_adapter(LoraConfig(r=lora_rank, lora_alpha=lora_rank, target_modules=targets,
+                                     init_lora_weights="gaussian"))
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
     return model
 
 
@@ -129,16 +141,8 @@ class _Peak:
 def train_step_peak(arch: dict, mode: str, shape: Shape, *, rank: int = 16, checkpointing: bool = True,
                     device="meta") -> int:
     """Peak bytes of one LoRA training step (forward, backward, AdamW step) of the denoiser."""
-    from peft import LoraConfig
-
-    from trainer.families.flux import FLUX_TARGETS
-
-    model = build_denoiser(arch, mode, device)
-    targets = FLUX_TARGETS if arch["family"] == "flux" else SD_TARGETS
-    model.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights="gaussian"))
+    model = build_denoiser(arch, mode, device, lora_rank=rank)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    for p in trainable:
-        p.data = p.data.float()
     if checkpointing:
         from trainer.memory.modes import enable_checkpointing
 

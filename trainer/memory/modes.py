@@ -39,7 +39,9 @@ def quantization_config(mode: str, compute_dtype: torch.dtype):
 
 
 def apply_storage_mode(denoiser: torch.nn.Module, mode: str, compute_dtype: torch.dtype) -> None:
-    """Before LoRA is added: fp8 storage via layerwise casting (the LoRA layers added later are not cast)."""
+    """Before LoRA is added: fp8 storage via layerwise casting. (Cast after LoRA, the recomputed forward of a
+    checkpointed block hands fp8 weights to the backward pass; cast before, it works — see the tests — but peft
+    creates the LoRA weights in fp8: :func:`reinit_lora_fp32` redoes them in fp32.)"""
     if mode == "fp8":
         denoiser.enable_layerwise_casting(storage_dtype=FP8, compute_dtype=compute_dtype)
 
@@ -59,3 +61,18 @@ def enable_checkpointing(denoiser: torch.nn.Module) -> None:
     although the values are the same (the gradients match a non-checkpointed run exactly; see the tests)."""
     denoiser.enable_gradient_checkpointing(functools.partial(
         torch.utils.checkpoint.checkpoint, use_reentrant=False, determinism_check="none"))
+
+
+def reinit_lora_fp32(denoiser: torch.nn.Module, mode: str, seed: int) -> None:
+    """fp8 mode: peft created the LoRA weights in the base layer's fp8; they were upcast to fp32 by the trainer,
+    so draw the seeded initialisation again at full precision (peft's own ``reset_lora_parameters``)."""
+    if mode != "fp8":
+        return
+    from peft.tuners.lora import LoraLayer
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in denoiser.modules():
+            if isinstance(module, LoraLayer):
+                for name in module.lora_A:
+                    module.reset_lora_parameters(name, "gaussian")
