@@ -21,7 +21,7 @@ from trainer.memory.measure import (  # noqa: E402
 from trainer.memory.real_configs import REAL_ARCHS  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "trainer" / "memory" / "archs"
-CALIBRATION_RES = {"sd15": 512, "sdxl": 1024, "flux": 512}
+CALIBRATION_RES = {"sd15": (512, 768), "sdxl": (768, 1024), "flux": (512, 1024)}
 GB = 1e9
 
 
@@ -56,41 +56,51 @@ def state_bytes(info: dict, mode: str, rank: int = 16) -> int:
     return info[f"bytes_{mode}"] + 16 * rank * info["lora_params_per_rank"]  # fp32 LoRA + grad + 2 Adam moments
 
 
-def calibrate_sd(arch: dict, info: dict) -> dict:
-    res = CALIBRATION_RES[arch["family"]]
-    px = (res // arch["vae_downscale"]) ** 2
-    out: dict = {"resolution": res}
-    for mode in ("bf16", "fp8"):
-        for ckpt in (True, False):
-            peak = train_step_peak(arch, mode, Shape(res), checkpointing=ckpt)
-            out[f"train_{mode}_{'ckpt' if ckpt else 'full'}_per_px"] = (peak - state_bytes(info, mode)) / px
-        gen = generate_step_peak(arch, mode, Shape(res))
-        out[f"generate_{mode}_per_px"] = (gen - info[f"bytes_{mode}"]) / (2 * px)  # CFG doubles the batch
+def _line(x0: float, y0: float, x1: float, y1: float) -> dict:
+    """``y = fixed + per_unit · x`` through two measurements."""
+    slope = (y1 - y0) / (x1 - x0)
+    return {"fixed": y0 - slope * x0, "per_unit": slope}
+
+
+KINDS = [("train_ckpt", "bf16"), ("train_full", "bf16"), ("generate", "bf16"), ("train_ckpt", "fp8"),
+         ("generate", "fp8")]  # fp8 without checkpointing keeps upcast copies for backward: never planned
+
+
+def _activation(arch: dict, kind: str, mode: str, res: int) -> float:
+    """Measured peak minus what the planner counts separately (weights, LoRA state)."""
+    info = weights(arch)
+    if kind == "generate":
+        return generate_step_peak(arch, mode, Shape(res)) - info[f"bytes_{mode}"]
+    return train_step_peak(arch, mode, Shape(res), checkpointing=kind == "train_ckpt") - state_bytes(info, mode)
+
+
+def calibrate_sd(arch: dict) -> dict:
+    """Activation bytes as a line in latent pixels (×2 for the guidance batch of a generation step), from two
+    resolutions."""
+    lo, hi = CALIBRATION_RES[arch["family"]]
+    out: dict = {"resolutions": [lo, hi]}
+    for kind, mode in KINDS:
+        units = [(r // arch["vae_downscale"]) ** 2 * (2 if kind == "generate" else 1) for r in (lo, hi)]
+        acts = [_activation(arch, kind, mode, r) for r in (lo, hi)]
+        out[f"{kind}_{mode}"] = _line(units[0], acts[0], units[1], acts[1])
     return out
 
 
 def calibrate_flux(arch: dict) -> dict:
-    """Per-token activation bytes: a base term plus one per double and per single block, fitted on three
-    reduced-depth transformers (1+1, 2+1, 1+2 blocks) at full width."""
-    res = CALIBRATION_RES["flux"]
-    tokens = (res // arch["vae_downscale"] // 2) ** 2 + arch["text_tokens"]
+    """Per block kind (the rest, one double block, one single block) a line in tokens (image + text), fitted on
+    three reduced-depth transformers (1+1, 2+1, 1+2 blocks) at full width and two resolutions."""
+    lo, hi = CALIBRATION_RES["flux"]
     points = [(1, 1), (2, 1), (1, 2)]
-    out: dict = {"resolution": res}
-    for mode in ("bf16", "fp8"):
-        for kind in ("train_ckpt", "train_full", "generate"):
-            acts = []
-            for d, s in points:
-                small = reduced(arch, d, s)
-                info = weights(small)
-                if kind == "generate":
-                    peak = generate_step_peak(small, mode, Shape(res))
-                    acts.append((peak - info[f"bytes_{mode}"]) / tokens)
-                else:
-                    peak = train_step_peak(small, mode, Shape(res), checkpointing=kind == "train_ckpt")
-                    acts.append((peak - state_bytes(info, mode)) / tokens)
-            per_double, per_single = acts[1] - acts[0], acts[2] - acts[0]
-            out[f"{kind}_{mode}_per_token"] = {"base": acts[0] - per_double - per_single,
-                                               "double": per_double, "single": per_single}
+    out: dict = {"resolutions": [lo, hi]}
+    for kind, mode in KINDS:
+        per_res = {}
+        for res in (lo, hi):
+            acts = [_activation(reduced(arch, d, s), kind, mode, res) for d, s in points]
+            per_res[res] = {"double": acts[1] - acts[0], "single": acts[2] - acts[0]}
+            per_res[res]["base"] = acts[0] - per_res[res]["double"] - per_res[res]["single"]
+        tokens = [(r // arch["vae_downscale"] // 2) ** 2 + arch["text_tokens"] for r in (lo, hi)]
+        out[f"{kind}_{mode}"] = {part: _line(tokens[0], per_res[lo][part], tokens[1], per_res[hi][part])
+                                 for part in ("base", "double", "single")}
     return out
 
 
@@ -124,11 +134,11 @@ def main() -> None:
         doc["denoiser"] = weights(arch)
         if arch["family"] == "flux":
             cfg = arch["components"]["denoiser"]["config"]
-            doc["denoiser"]["blocks"] = {"double": cfg["num_layers"], "single": cfg["num_single_layers"],
+            doc["denoiser"]["blocks"] = {"counts": {"double": cfg["num_layers"], "single": cfg["num_single_layers"]},
                                          **block_weights(arch)}
             doc["activations"] = calibrate_flux(arch)
         else:
-            doc["activations"] = calibrate_sd(arch, doc["denoiser"])
+            doc["activations"] = calibrate_sd(arch)
         doc["vae"] = vae_figures(arch)
         (OUT / f"{name}.json").write_text(json.dumps(doc, indent=1) + "\n")
         print(f"{name}: denoiser {doc['denoiser']['params'] / 1e9:.3f} B params, "

@@ -79,7 +79,10 @@ class TrainingRun:
             return "failed"
         except LostJob:
             return "lost"
-        child = self.app.fairshare.register(self.job.id, self.control)
+        memory = self.job.payload.get("memory") or {}
+        child = self.app.fairshare.register(self.job.id, self.control, gpu_gb=self._planned_gb(memory))
+        if self.app.fairshare.budget_gb is not None:
+            await self.app.release_generation_pipelines()  # the training's plan assumed the GPU was empty
         try:
             rc = await self._supervise(spec_path, child)
         except OSError as exc:  # the training process could not be started (missing interpreter, no memory, …)
@@ -256,6 +259,14 @@ class TrainingRun:
             await self._stop("cancel", grace=self.app.options.cancel_grace_seconds)
 
     # ---- outcome ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _planned_gb(memory: dict) -> float:
+        """The training's planned peak plus the planner's reserve (what it really occupies on the GPU)."""
+        from trainer.memory.planner import RESERVE_GB
+
+        peak = memory.get("peak_gb") or 0.0
+        return peak + RESERVE_GB if memory.get("arch") else 0.0
 
     async def _conclude(self, rc: int) -> str:
         t, jid, att = self.app.transitions, self.job.id, self.attempt

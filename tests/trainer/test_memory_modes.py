@@ -31,7 +31,7 @@ def test_arch_files_match_the_configs_built_on_meta(name: str) -> None:
             assert abs(built / 1e6 - PUBLISHED[(name, cname)]) < 0.1
     assert arch["denoiser"]["params"] == arch["components"]["denoiser"]["params"]
     if arch["family"] == "flux":
-        assert arch["denoiser"]["blocks"]["double"] == 19 and arch["denoiser"]["blocks"]["single"] == 38
+        assert arch["denoiser"]["blocks"]["counts"] == {"double": 19, "single": 38}
         assert arch["components"]["denoiser"]["config"]["guidance_embeds"] is (name == "flux-dev")
 
 

@@ -91,10 +91,11 @@ def _denoiser(arch: dict, depth: tuple[int, int] | None) -> dict:
     den = dict(arch["denoiser"])
     if depth is not None:
         blocks = den["blocks"]
-        drop = {"double": blocks["double"] - depth[0], "single": blocks["single"] - depth[1]}
+        counts = blocks["counts"]
+        drop = {"double": counts["double"] - depth[0], "single": counts["single"] - depth[1]}
         for key in ("params", "linear_params", "bytes_bf16", "bytes_fp8", "lora_params_per_rank"):
             den[key] = den[key] - sum(drop[k] * blocks[k][key] for k in drop)
-        den["blocks"] = {**blocks, "double": depth[0], "single": depth[1]}
+        den["blocks"] = {**blocks, "counts": {"double": depth[0], "single": depth[1]}}
     return den
 
 
@@ -115,17 +116,16 @@ def _latent_px(arch: dict, width: int, height: int) -> int:
 
 def activation_bytes(arch: dict, den: dict, kind: str, mode: str, width: int, height: int, batch: int,
                      text_tokens: int | None = None) -> float:
-    """Activation bytes of one denoiser step; ``kind`` is train_ckpt, train_full or generate."""
+    """Activation bytes of one denoiser step; ``kind`` is train_ckpt, train_full or generate. Each calibrated
+    figure is a line: a fixed part (per-layer transients) plus a part per latent pixel (SD) or token (Flux)."""
     acts = arch["activations"]
+    k = acts[f"{kind}_{_act_mode(mode)}"]
     if arch["family"] == "flux":
-        k = acts[f"{kind}_{_act_mode(mode)}_per_token"]
-        tokens = _latent_px(arch, width, height) // 4 + (text_tokens or arch["text_tokens"])
-        per_token = k["base"] + den["blocks"]["double"] * k["double"] + den["blocks"]["single"] * k["single"]
-        return batch * tokens * per_token
+        tokens = batch * (_latent_px(arch, width, height) // 4 + (text_tokens or arch["text_tokens"]))
+        counts = {"base": 1, **den["blocks"]["counts"]}
+        return sum(n * (k[part]["fixed"] + k[part]["per_unit"] * tokens) for part, n in counts.items())
     cfg = 2 if kind == "generate" else 1  # classifier-free guidance runs both prompts in one batch
-    key = f"{kind.replace('train_', 'train_' + _act_mode(mode) + '_')}_per_px" if kind != "generate" \
-        else f"generate_{_act_mode(mode)}_per_px"
-    return batch * cfg * _latent_px(arch, width, height) * acts[key]
+    return k["fixed"] + k["per_unit"] * batch * cfg * _latent_px(arch, width, height)
 
 
 def vae_decode_bytes(arch: dict, width: int, height: int, batch: int = 1) -> tuple[float, bool]:
@@ -161,6 +161,18 @@ class TrainShape:
         return cls(**{k: getattr(config, k) for k in cls.__dataclass_fields__})
 
 
+def denoiser_step_bytes(arch: dict, kind: str, mode: str, resolution: int, batch: int = 1, rank: int = 16,
+                        depth: tuple[int, int] | None = None, per_lora: int = 16,
+                        text_tokens: int | None = None) -> float:
+    """One denoiser step alone: weights in ``mode`` (+ fp32 LoRA with gradient and Adam state when training)
+    + activations — what ``bench/bench_memory.py`` measures."""
+    den = _denoiser(arch, depth)
+    lora = per_lora * rank * den["lora_params_per_rank"] if kind != "generate" else 4 * rank * \
+        den["lora_params_per_rank"]
+    return weight_bytes(den, mode) + lora + activation_bytes(arch, den, kind, mode, resolution, resolution, batch,
+                                                             text_tokens)
+
+
 def training_phases(arch: dict, shape: TrainShape, mode: str, checkpointing: bool,
                     depth: tuple[int, int] | None = None) -> dict[str, float]:
     """Bytes per training phase for ``mode``."""
@@ -175,7 +187,7 @@ def training_phases(arch: dict, shape: TrainShape, mode: str, checkpointing: boo
     vae = component_bytes(arch, "vae")
     encode, _ = vae_decode_bytes(arch, res, res)  # encoding costs about what decoding does
     kind = "train_ckpt" if checkpointing else "train_full"
-    step = weight_bytes(den, mode) + per_lora * lora + activation_bytes(arch, den, kind, mode, res, res, b, tokens)
+    step = denoiser_step_bytes(arch, kind, mode, res, b, shape.rank, depth, per_lora, tokens)
     if shape.train_text_encoder:
         step += tes + per_lora * 4 * shape.rank * 1e5  # CLIP attention LoRA: ~4e5 params per rank, small
     sample = shape.sample_resolution or res
@@ -195,7 +207,13 @@ def generation_phases(arch: dict, mode: str, width: int, height: int, count: int
     if mode == "bf16":  # everything resident
         total = weights + sum(tes.values()) + vae
         return {"resident": total + max(act, decode)}
+    if mode == "offload":  # text encoders swapped in layer by layer: the largest layer is the token embedding
+        tes = {n: 2 * _embedding_params(arch["components"][n]["config"]) for n in tes}
     return {"text": max(tes.values()), "denoise": weights + act, "decode": vae + decode}
+
+
+def _embedding_params(config: dict) -> int:
+    return config["vocab_size"] * config.get("d_model", config.get("hidden_size", 0))
 
 
 # ------------------------------------------------------------------------------------------------- plans
@@ -238,7 +256,9 @@ def plan_training(arch_name: str | None, shape: TrainShape, budget: float | None
                           note="built-in tiny model (CPU-sized, not planned)")
     arch = load_arch(arch_name)
     ckpts = [shape.gradient_checkpointing] + ([True] if not shape.gradient_checkpointing else [])
-    candidates = [(m, c) for m in (MODES if mode == "auto" else (mode,)) for c in ckpts]
+    # fp8 storage without checkpointing keeps an upcast copy of every weight for the backward pass (measured:
+    # more than bf16), so fp8 is only planned with checkpointing.
+    candidates = [(m, c) for m in (MODES if mode == "auto" else (mode,)) for c in ckpts if c or m != "fp8"]
     best = None
     for m, c in candidates:
         phases = training_phases(arch, shape, m, c, depth)
