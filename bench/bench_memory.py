@@ -54,6 +54,13 @@ def cases(quick: bool) -> list[tuple[str, int, str, str]]:
 
 def measure(arch_name: str, res: int, kind: str, mode: str, device: str) -> tuple[float, float]:
     """(measured, predicted) bytes of one denoiser step."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()  # the previous case's model must not count in this one's baseline
     arch = load_arch(arch_name)
     depth = FLUX_DEPTH if arch["family"] == "flux" else None
     model_arch = reduced(arch_config(arch_name), *depth) if depth else arch_config(arch_name)

@@ -128,6 +128,7 @@ class Generator:
             negative = ""
 
         with self._lock:
+            self.warnings = warnings  # _run adds what the pipeline reports (e.g. a safety checker's verdict)
             entry = self._cache.get(base, mode)
             entry.activate(request.loras, self.max_adapters)
             hook = _step_hook(stop)
@@ -155,7 +156,11 @@ class Generator:
                       callback_on_step_end=hook, **extra)
         if negative:
             kwargs["negative_prompt"] = negative
-        return _finished(entry.pipe, entry.pipe(**kwargs).images)
+        out = entry.pipe(**kwargs)
+        flagged = sum(bool(f) for f in (getattr(out, "nsfw_content_detected", None) or []))
+        if flagged:  # a pipeline that brought its own safety checker: say what it blacked out
+            self.warnings.append(f"{flagged} image(s) were blacked out by the base model's safety checker")
+        return _finished(entry.pipe, out.images)
 
     def _hires(self, entry: ResidentPipeline, hook, images, prompt, negative, seeds, steps, guidance, width,
                height) -> list:

@@ -117,6 +117,10 @@ def load_pipeline(ref: BaseModelRef, models_dir: Path, *, device=None, dtype=Non
             denoiser_cls, sub = _DENOISERS[ref.family]
             extra[sub] = getattr(__import__("diffusers"), denoiser_cls).from_pretrained(
                 source, subfolder=sub, quantization_config=quant, use_safetensors=True, **dtype_kwarg(dtype))
+        if ref.family == "sd15":
+            # SD1.5's safety checker (a 1.2 GB CLIP vision model) would black out images without telling anyone:
+            # it is not loaded; moderation is the server's policy, not a silent filter (README).
+            extra.update(safety_checker=None, requires_safety_checker=False)
         pipe = cls.from_pretrained(source, use_safetensors=True, **dtype_kwarg(dtype), **extra)
     except Exception as exc:  # hub/network/format errors all mean the same thing to the operator
         raise BaseModelLoadError(

@@ -11,6 +11,7 @@ autocast keeps a bf16 copy): the meta figure errs on the high side.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 
 import torch
@@ -139,8 +140,9 @@ class _Peak:
 
 
 def train_step_peak(arch: dict, mode: str, shape: Shape, *, rank: int = 16, checkpointing: bool = True,
-                    device="meta") -> int:
-    """Peak bytes of one LoRA training step (forward, backward, AdamW step) of the denoiser."""
+                    device="meta", steps: int = 1, timings: list[float] | None = None) -> int:
+    """Peak bytes of a LoRA training step (forward, backward, AdamW step) of the denoiser; with ``steps`` > 1
+    and a ``timings`` list, the steps per second of those steps are appended to it (GPU throughput check)."""
     model = build_denoiser(arch, mode, device, lora_rank=rank)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if checkpointing:
@@ -160,7 +162,14 @@ def train_step_peak(arch: dict, mode: str, shape: Shape, *, rank: int = 16, chec
         step()  # untracked: creates the optimizer state a steady-state step holds
         state = [t for s in optimizer.state.values() for t in s.values()]
         with _Peak(device, model.parameters(), model.buffers(), kw.values(), [target], state) as peak:
-            step()
+            started = time.perf_counter()
+            for _ in range(steps):
+                step()
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - started
+    if timings is not None:
+        timings.append(steps / elapsed)
     return peak.peak
 
 

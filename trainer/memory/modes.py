@@ -30,7 +30,7 @@ def quantization_config(mode: str, compute_dtype: torch.dtype):
         from diffusers import BitsAndBytesConfig
         import bitsandbytes  # noqa: F401 — fail here, with the fix, rather than deep inside from_pretrained
     except ImportError:
-        raise RuntimeError(f"memory mode {mode!r} needs the bitsandbytes package: pip install 'atelier[gpu]'") \
+        raise RuntimeError(f"memory mode {mode!r} needs the bitsandbytes package: pip install 'atelier[optim]'") \
             from None
     if mode == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
