@@ -30,8 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.memory.measure import Shape, generate_step_peak, reduced, train_step_peak  # noqa: E402
-from trainer.memory.planner import (  # noqa: E402
-    GB, TrainShape, denoiser_step_bytes, load_arch, plan_training)
+from trainer.memory.planner import GB, TrainShape, denoiser_step_bytes, load_arch, plan_training  # noqa: E402
 
 MAX_ERROR = 0.20
 LIMITS = {"flux-dev": (24, 22.0), "sdxl": (12, 11.0), "sd15": (8, 7.0)}  # budget the default plans for, limit

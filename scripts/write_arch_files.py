@@ -17,7 +17,14 @@ from peft import LoraConfig  # noqa: E402
 from trainer.families.flux import FLUX_TARGETS  # noqa: E402
 from trainer.memory.build import build_component, count_params  # noqa: E402
 from trainer.memory.measure import (  # noqa: E402
-    SD_TARGETS, Shape, build_denoiser, generate_step_peak, reduced, train_step_peak, vae_decode_peak)
+    SD_TARGETS,
+    Shape,
+    build_denoiser,
+    generate_step_peak,
+    reduced,
+    train_step_peak,
+    vae_decode_peak,
+)
 from trainer.memory.real_configs import REAL_ARCHS  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "trainer" / "memory" / "archs"

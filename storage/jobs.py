@@ -24,7 +24,13 @@ from storage.job_views import JobInfo
 from storage.models import Job, JobKind, JobStatus, utcnow
 from storage.names import clean_text, normalize_trigger
 from storage.outbox import add_notification
-from storage.training_rules import build_config, check_image_count, parse_category, plan_memory, trainable_base
+from storage.training_rules import (
+    build_config,
+    check_image_count,
+    parse_category,
+    plan_memory,
+    trainable_base,
+)
 
 log = logging.getLogger(__name__)
 MAX_PROMPT = 2000

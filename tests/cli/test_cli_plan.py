@@ -77,3 +77,10 @@ def test_an_explicit_mode_is_kept_or_refused(plan_cli) -> None:
     assert code == 0 and data["plan"]["memory"]["mode"] == "nf4"
     code, data = plan_cli("train", "DS", "--base", "flux-dev", "--plan", "--memory-mode", "bf16", budget=24)
     assert code == 1 and "use memory_mode auto" in data["error"]["hint"]
+
+
+def test_worker_check_prints_the_gpu_and_its_budget(plan_cli) -> None:
+    code, report = plan_cli("worker", "--check", "--json", budget=24)
+    ok, detail = report["gpu memory"]
+    assert ok and "budget 24 GB (ATELIER_GPU_MEMORY_GB)" in detail
+    assert detail.startswith(("no NVIDIA GPU", "nvidia-smi")) or " GB;" in detail  # the GPU, or why there is none

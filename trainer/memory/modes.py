@@ -27,8 +27,8 @@ def quantization_config(mode: str, compute_dtype: torch.dtype):
     if not torch.cuda.is_available():
         raise RuntimeError(f"memory mode {mode!r} uses bitsandbytes, which needs a CUDA GPU; use 'fp8' or 'bf16'")
     try:
-        from diffusers import BitsAndBytesConfig
         import bitsandbytes  # noqa: F401 — fail here, with the fix, rather than deep inside from_pretrained
+        from diffusers import BitsAndBytesConfig
     except ImportError:
         raise RuntimeError(f"memory mode {mode!r} needs the bitsandbytes package: pip install 'atelier[optim]'") \
             from None
