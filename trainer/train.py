@@ -85,7 +85,7 @@ def resolve_memory_mode(config: TrainingConfig, base: BaseModelRef | None, devic
         return "fp8" if mode == "fp8" else "bf16"  # fp8 storage works anywhere (and is tested on the CPU)
     if mode != "auto":
         return mode
-    arch = arch_for(base.name, base.family, base.source) if base is not None else None
+    arch = (base.arch or arch_for(base.name, base.family, base.source)) if base is not None else None
     budget = torch.cuda.get_device_properties(device).total_memory / GB
     return plan_training(arch, TrainShape.of(config), budget).mode
 
