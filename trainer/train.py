@@ -40,7 +40,7 @@ from trainer.export import cast_lora, read_diffusers_lora, save_diffusers_lora
 from trainer.families import Runtime, TrainFamily, family_class
 from trainer.loading import load_pipeline
 from trainer.loop import LoopParts, TrainingLoop
-from trainer.memory.modes import apply_offload, apply_storage_mode, reinit_lora_fp32
+from trainer.memory.modes import apply_offload, apply_storage_mode, apply_text_encoder_mode, reinit_lora_fp32
 from trainer.optim import build_optimizer, build_scheduler, check_optimizer_available
 from trainer.outputs import grid_epochs, render_samples, write_bundle
 
@@ -197,8 +197,10 @@ def train_lora(config: TrainingConfig, base: BaseModelRef, items: list[TrainItem
     reinit_lora_fp32(family.denoiser, runtime.memory_mode, config.seed)
 
     emit(event("caching"))
-    encoders = [family.vae, *family.text_encoders().values()]
-    for module in encoders:
+    if not family.trains_text_encoder:
+        for encoder in family.text_encoders().values():
+            apply_text_encoder_mode(encoder, runtime.memory_mode, runtime.weight_dtype)
+    for module in [family.vae, *family.text_encoders().values()]:
         module.to(runtime.device)
     if runtime.weight_dtype == torch.float16:
         family.vae.to(torch.float32)  # fp16 VAEs (SDXL's notably) overflow when encoding

@@ -126,3 +126,25 @@ def test_flux_trains_with_fp8_storage_and_checkpointing(models_dir, tmp_path) ->
     lora_a = block.attn.to_q.lora_A["default"].weight
     assert lora_a.dtype == torch.float32
     assert not torch.equal(lora_a, lora_a.to(FP8).float())  # a full-precision init, not fp8 values upcast
+
+
+@pytest.mark.parametrize("feed_forward", ["relu", "gated-gelu"])  # gated-gelu is T5-XXL's (Flux's encoder)
+def test_t5_encodes_from_fp8_storage(feed_forward: str) -> None:
+    from transformers import T5Config, T5EncoderModel
+
+    from trainer.memory.modes import FP8, apply_text_encoder_mode
+
+    torch.manual_seed(0)
+    t5 = T5EncoderModel(T5Config(vocab_size=100, d_model=32, d_ff=48, d_kv=8, num_layers=2, num_heads=4,
+                                 feed_forward_proj=feed_forward)).to(torch.bfloat16).eval()
+    ids = torch.tensor([[5, 17, 42, 1]])
+    with torch.no_grad():
+        reference = t5(ids)[0].float()
+        apply_text_encoder_mode(t5, "nf4", torch.bfloat16)
+        cached = t5(ids)[0]
+    block = t5.encoder.block[0]
+    assert block.layer[0].SelfAttention.q.weight.dtype == FP8
+    assert block.layer[1].DenseReluDense.wo.weight.dtype == torch.bfloat16  # T5 casts inputs to wo's dtype
+    assert t5.shared.weight.dtype == torch.bfloat16
+    assert cached.dtype == torch.bfloat16
+    assert torch.nn.functional.cosine_similarity(cached.float().flatten(), reference.flatten(), dim=0) > 0.98

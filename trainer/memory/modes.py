@@ -46,6 +46,22 @@ def apply_storage_mode(denoiser: torch.nn.Module, mode: str, compute_dtype: torc
         denoiser.enable_layerwise_casting(storage_dtype=FP8, compute_dtype=compute_dtype)
 
 
+# Kept 16-bit: norms and embeddings (diffusers casts nn.Embedding too; T5's are "shared" and the relative
+# attention bias) and T5's ``wo``, whose forward casts its input to the *stored* weight dtype before the upcast hook.
+ENCODER_SKIP = ("norm", "embed", "shared", "relative_attention_bias", r"\.wo$")
+
+
+def apply_text_encoder_mode(encoder: torch.nn.Module, mode: str, compute_dtype: torch.dtype) -> None:
+    """In every lean mode the frozen text encoders (T5-XXL: 9.5 GB in bf16) are cached from fp8 storage, as
+    kohya's ``--fp8_base`` does; diffusers' layerwise casting works on any module, transformers' included."""
+    if mode == "bf16":
+        return
+    from diffusers.hooks import apply_layerwise_casting
+
+    apply_layerwise_casting(encoder, storage_dtype=FP8, compute_dtype=compute_dtype,
+                            skip_modules_pattern=ENCODER_SKIP)
+
+
 def apply_offload(denoiser: torch.nn.Module, mode: str, device: torch.device) -> bool:
     """After LoRA is added: block-level group offloading on CUDA; returns whether it was applied."""
     if mode != "offload" or device.type != "cuda":

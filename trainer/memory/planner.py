@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -184,6 +185,9 @@ def training_phases(arch: dict, shape: TrainShape, mode: str, checkpointing: boo
     if shape.optimizer == "prodigy":
         per_lora = 24  # Prodigy keeps four fp32 tensors per parameter besides the weight
     tes = sum(component_bytes(arch, n) for n in text_encoder_names(arch))
+    # Lean modes cache captions from fp8 text encoders (embeddings and norms stay 16-bit): ~1 byte per parameter.
+    cached_tes = tes if mode == "bf16" or shape.train_text_encoder else sum(
+        _fp8_encoder_bytes(arch["components"][n]) for n in text_encoder_names(arch))
     vae = component_bytes(arch, "vae")
     encode, _ = vae_decode_bytes(arch, res, res)  # encoding costs about what decoding does
     kind = "train_ckpt" if checkpointing else "train_full"
@@ -194,7 +198,7 @@ def training_phases(arch: dict, shape: TrainShape, mode: str, checkpointing: boo
     decode, _ = vae_decode_bytes(arch, sample, sample)
     sampling = weight_bytes(den, mode) + 4 * lora + vae + max(
         activation_bytes(arch, den, "generate", mode, sample, sample, 1, tokens), decode)
-    return {"caching": max(tes, vae + encode), "step": step, "sampling": sampling}
+    return {"caching": max(cached_tes, vae + encode), "step": step, "sampling": sampling}
 
 
 def generation_phases(arch: dict, mode: str, width: int, height: int, count: int = 1) -> dict[str, float]:
@@ -210,6 +214,13 @@ def generation_phases(arch: dict, mode: str, width: int, height: int, count: int
     if mode == "offload":  # text encoders swapped in layer by layer: the largest layer is the token embedding
         tes = {n: 2 * _embedding_params(arch["components"][n]["config"]) for n in tes}
     return {"text": max(tes.values()), "denoise": weights + act, "decode": vae + decode}
+
+
+def _fp8_encoder_bytes(component: dict) -> int:
+    """A text encoder under trainer.memory.modes.apply_text_encoder_mode: fp8 but embeddings and T5's ``wo``."""
+    cfg = component["config"]
+    sixteen_bit = _embedding_params(cfg) + cfg.get("d_ff", 0) * cfg.get("d_model", 0) * cfg.get("num_layers", 0)
+    return component["params"] + sixteen_bit
 
 
 def _embedding_params(config: dict) -> int:
@@ -270,7 +281,7 @@ def plan_training(arch_name: str | None, shape: TrainShape, budget: float | None
         if best is None or plan.peak_gb < best.peak_gb:
             best = plan
     assert best is not None
-    needs = round(best.peak_gb + RESERVE_GB, 1)
+    needs = math.ceil((best.peak_gb + RESERVE_GB) * 10) / 10  # rounded up: "needs 6 GB" must not fit in 6
     advice = _advice(arch_name, shape, mode)
     raise PlanError(f"this training needs about {needs:g} GB of GPU memory even in its leanest mode "
                     f"({best.mode}), but the budget is {budget:g} GB", needs, advice)
