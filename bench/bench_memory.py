@@ -10,8 +10,9 @@ planner extrapolates per block), with random weights, and measures one LoRA trai
   allocator slack or CUDA context; the planner adds a separate reserve for those when checking a budget).
 
 Modes measured: bf16 and fp8 (layerwise casting). int8 / NF4 (bitsandbytes) and block swap run only on CUDA with
-weights loaded through ``from_pretrained``; their rows are predictions only. The measured resolutions differ from
-the calibration ones (scripts/write_arch_files.py), so each row is an out-of-sample check.
+weights loaded through ``from_pretrained``; their rows are predictions only. The ``--quick`` resolutions lie between
+or beyond the two calibration resolutions (scripts/write_arch_files.py); the full run adds calibration-size rows
+and, on meta, the full-depth Flux-dev (the per-block extrapolation itself).
 
 Prints predicted vs measured per family, mode and step (error must be ≤ 20 %) and the predicted full-size peak of
 a whole training run at the default mode (``auto`` in a 24 / 12 / 8 GB budget); exits 1 when Flux-dev > 22 GB,
