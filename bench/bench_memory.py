@@ -121,9 +121,9 @@ def main() -> int:
         name = arch_name + ("*" if depth else "")
         print(f"{name:<9} {res:>5} {kind:<11} {mode:<5} {predicted / GB:>8.2f}GB {measured / GB:>8.2f}GB "
               f"{error:>6.1%} {time.monotonic() - started:>5.0f}{flag}", flush=True)
-    for mode in ("int8", "nf4", "offload"):
-        print(f"flux-dev  1024 train_ckpt  {mode:<7} predicted "
-              f"{denoiser_step_bytes(load_arch('flux-dev'), 'train_ckpt', mode, 1024) / GB:.2f} GB "
+    flux = load_arch("flux-dev")
+    for kind, mode in (("train_ckpt", "int8"), ("train_ckpt", "nf4"), ("generate", "offload")):
+        print(f"flux-dev  1024 {kind:<11} {mode:<7} predicted {denoiser_step_bytes(flux, kind, mode, 1024) / GB:.2f} GB "
               f"(bitsandbytes / block swap: measured on CUDA by scripts/gpu_check.sh)")
     print("\nfull-size training run, default mode (auto), whole-run peak (caching / step / sampling):")
     failed = worst > MAX_ERROR

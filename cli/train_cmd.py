@@ -74,8 +74,8 @@ def train(
     sample_prompt: Annotated[list[str], Opt(help="Sample prompt ({trigger} is replaced); repeatable.",
                                             rich_help_panel=ADV)] = [],  # noqa: B006 — typer needs a list
     sample_steps: Annotated[int | None, Opt(rich_help_panel=ADV)] = None,
-    memory_mode: Annotated[str | None, Opt(help="auto | bf16 | fp8 | int8 | nf4 | offload (GPU memory of the "
-                                                "frozen base; auto = fastest that fits)", rich_help_panel=ADV)] = None,
+    memory_mode: Annotated[str | None, Opt(help="auto | bf16 | fp8 | int8 | nf4 (GPU memory of the frozen "
+                                                "base; auto = fastest that fits)", rich_help_panel=ADV)] = None,
     set_: Annotated[list[str], Opt("--set", help="Any other training option as KEY=VALUE; repeatable.",
                                    rich_help_panel=ADV)] = [],  # noqa: B006
     queue: Annotated[bool, Opt("--queue", help="Queue it for a worker instead of training here.")] = False,

@@ -75,7 +75,8 @@ class TrainingConfig(BaseModel):
     mixed_precision: Precision = "bf16"  # GPU only; CPU runs fall back to fp32 with a note
     gradient_checkpointing: bool = False
     # Frozen denoiser weights on the GPU (trainer.memory): "auto" → the fastest mode the planner finds fits.
-    memory_mode: Literal["auto", "bf16", "fp8", "int8", "nf4", "offload"] = "auto"
+    # (Block swap is a generation mode only: see trainer.memory.planner.TRAIN_MODES.)
+    memory_mode: Literal["auto", "bf16", "fp8", "int8", "nf4"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     # Outputs.

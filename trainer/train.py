@@ -40,7 +40,7 @@ from trainer.export import cast_lora, read_diffusers_lora, save_diffusers_lora
 from trainer.families import Runtime, TrainFamily, family_class
 from trainer.loading import load_pipeline
 from trainer.loop import LoopParts, TrainingLoop
-from trainer.memory.modes import apply_offload, apply_storage_mode, apply_text_encoder_mode, reinit_lora_fp32
+from trainer.memory.modes import apply_storage_mode, apply_text_encoder_mode, reinit_lora_fp32
 from trainer.optim import build_optimizer, build_scheduler, check_optimizer_available
 from trainer.outputs import grid_epochs, render_samples, write_bundle
 
@@ -80,7 +80,7 @@ def resolve_memory_mode(config: TrainingConfig, base: BaseModelRef | None, devic
 
     mode = config.memory_mode
     if device.type != "cuda":
-        if mode in ("int8", "nf4", "offload"):  # bitsandbytes kernels and block swap need a CUDA device
+        if mode in ("int8", "nf4"):  # bitsandbytes kernels need a CUDA device
             notes.append(f"memory_mode={mode!r} needs a GPU; trained without it on the CPU")
         return "fp8" if mode == "fp8" else "bf16"  # fp8 storage works anywhere (and is tested on the CPU)
     if mode != "auto":
@@ -91,11 +91,8 @@ def resolve_memory_mode(config: TrainingConfig, base: BaseModelRef | None, devic
 
 
 def place_denoiser(family: TrainFamily) -> None:
-    """After caching: the denoiser onto the GPU — whole, or block by block (offload mode); quantized
-    (bitsandbytes) weights are there already."""
+    """After caching: the denoiser onto the GPU (quantized bitsandbytes weights are there already)."""
     runtime = family.runtime
-    if apply_offload(family.denoiser, runtime.memory_mode, runtime.device):
-        return
     if runtime.memory_mode not in ("int8", "nf4"):
         family.denoiser.to(runtime.device)
 

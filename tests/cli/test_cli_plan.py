@@ -47,7 +47,7 @@ def test_plan_fits_the_budget(plan_cli, base: str, budget: float) -> None:
     plan = data["plan"]
     memory = plan["memory"]
     assert memory["budget_gb"] == budget and memory["peak_gb"] <= budget
-    assert memory["mode"] in ("bf16", "fp8", "int8", "nf4", "offload")
+    assert memory["mode"] in ("bf16", "fp8", "int8", "nf4")
     assert plan["steps"] > 0 and plan["estimate_seconds"] > 0
     assert set(memory["phases"]) == {"caching", "step", "sampling"}
     assert max(memory["phases"].values()) == memory["peak_gb"]
@@ -77,6 +77,8 @@ def test_an_explicit_mode_is_kept_or_refused(plan_cli) -> None:
     assert code == 0 and data["plan"]["memory"]["mode"] == "nf4"
     code, data = plan_cli("train", "DS", "--base", "flux-dev", "--plan", "--memory-mode", "bf16", budget=24)
     assert code == 1 and "use memory_mode auto" in data["error"]["hint"]
+    code, data = plan_cli("train", "DS", "--base", "flux-dev", "--plan", "--memory-mode", "offload", budget=24)
+    assert code == 1 and "memory_mode" in data["error"]["message"]  # block swap is for generation only
 
 
 def test_worker_check_prints_the_gpu_and_its_budget(plan_cli) -> None:

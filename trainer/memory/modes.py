@@ -5,8 +5,8 @@
   only while it runs.
 * ``int8`` / ``nf4`` — bitsandbytes through diffusers' ``BitsAndBytesConfig`` at load time (LLM.int8 weight-only;
   4-bit NormalFloat with double quantization, i.e. QLoRA). CUDA only.
-* ``offload`` — diffusers group offloading ("block swap"): weights live in CPU memory and each transformer/UNet
-  block is brought to the GPU (prefetched on a side stream) just before it runs.
+* ``offload`` (generation only, trainer.generate) — diffusers group offloading ("block swap"): weights live in
+  CPU memory and each block is brought to the GPU (prefetched on a side stream) just before it runs.
 
 LoRA parameters stay fp32 in every mode; gradient checkpointing is independent of the mode.
 """
@@ -60,15 +60,6 @@ def apply_text_encoder_mode(encoder: torch.nn.Module, mode: str, compute_dtype: 
 
     apply_layerwise_casting(encoder, storage_dtype=FP8, compute_dtype=compute_dtype,
                             skip_modules_pattern=ENCODER_SKIP)
-
-
-def apply_offload(denoiser: torch.nn.Module, mode: str, device: torch.device) -> bool:
-    """After LoRA is added: block-level group offloading on CUDA; returns whether it was applied."""
-    if mode != "offload" or device.type != "cuda":
-        return False
-    denoiser.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
-                                  offload_type="block_level", num_blocks_per_group=1, use_stream=True)
-    return True
 
 
 def enable_checkpointing(denoiser: torch.nn.Module) -> None:

@@ -12,8 +12,8 @@ checks predictions against fresh measurements). A run's peak is the largest of i
   (diffusers model offload), so the peak is the largest component with its activations.
 
 Modes, fastest first: ``bf16``, ``fp8`` (layerwise-cast storage), ``int8``, ``nf4`` (bitsandbytes), ``offload``
-(block swap). ``auto`` takes the first that fits the budget, with the config's gradient checkpointing setting and
-then with checkpointing on.
+(block swap; generation only, see TRAIN_MODES). ``auto`` takes the first that fits the budget, with the config's
+gradient checkpointing setting and then with checkpointing on.
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ from typing import Any
 
 ARCH_DIR = Path(__file__).parent / "archs"
 MODES = ("bf16", "fp8", "int8", "nf4", "offload")
+# Training has no block swap: diffusers' group offloading is built for inference — it moves every parameter of a
+# block back to the CPU after the block runs (the LoRA's too, whose gradients and optimizer step live on the GPU),
+# and autograd keeps the onloaded weights alive for the backward pass anyway. Small cards train in int8/NF4
+# (QLoRA, as diffusers' Flux QLoRA example and ai-toolkit do).
+TRAIN_MODES = ("bf16", "fp8", "int8", "nf4")
 MODE_CHOICES = ("auto", *MODES)
 GB = 1e9
 # CUDA context, cuBLAS workspaces and allocator fragmentation that max_memory_allocated does not show.
@@ -259,8 +264,9 @@ def plan_training(arch_name: str | None, shape: TrainShape, budget: float | None
                   depth: tuple[int, int] | None = None) -> MemoryPlan:
     """The fastest mode that fits ``budget`` (GB) — or the requested ``mode``; raises :class:`PlanError` when
     nothing fits, with the least memory any mode needs and what to change."""
-    if mode not in MODE_CHOICES:
-        raise ValueError(f"memory_mode: {mode!r} is not a memory mode; choose one of {', '.join(MODE_CHOICES)}")
+    if mode not in ("auto", *TRAIN_MODES):
+        raise ValueError(f"memory_mode: {mode!r} is not a training memory mode; choose one of auto, "
+                         f"{', '.join(TRAIN_MODES)}")
     if arch_name is None:
         return MemoryPlan(mode="bf16" if mode == "auto" else mode, peak_gb=0.0, budget_gb=budget,
                           gradient_checkpointing=shape.gradient_checkpointing, fits=True,
@@ -269,7 +275,7 @@ def plan_training(arch_name: str | None, shape: TrainShape, budget: float | None
     ckpts = [shape.gradient_checkpointing] + ([True] if not shape.gradient_checkpointing else [])
     # fp8 storage without checkpointing keeps an upcast copy of every weight for the backward pass (measured:
     # more than bf16), so fp8 is only planned with checkpointing.
-    candidates = [(m, c) for m in (MODES if mode == "auto" else (mode,)) for c in ckpts if c or m != "fp8"]
+    candidates = [(m, c) for m in (TRAIN_MODES if mode == "auto" else (mode,)) for c in ckpts if c or m != "fp8"]
     best = None
     for m, c in candidates:
         phases = training_phases(arch, shape, m, c, depth)
