@@ -48,6 +48,8 @@ def preview_embed(p: Any) -> discord.Embed:
             (f"**{escape(g.name)}** (`{escape(g.trigger) or '—'}`): {plural(g.images, 'image')} × {g.repeats} "
              f"repeat{'s' * (g.repeats != 1)} = {plural(g.steps, 'step')}" for g in p.groups),
             limit=render.FIELD_VALUE_LIMIT), False))
+    if getattr(p, "memory_line", ""):
+        fields.append(("GPU memory", p.memory_line.removeprefix("memory: "), True))
     if p.overrides:
         fields.append(("Advanced options", ", ".join(f"{k}={v}" for k, v in sorted(p.overrides.items())), False))
     if p.warnings:

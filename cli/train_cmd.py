@@ -37,8 +37,9 @@ def _overrides(values: dict[str, Any], extra: list[str]) -> dict[str, Any]:
 def train(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="Your dataset to train on.")],
-    name: Annotated[str, Opt("--name", "-n", help="Name of the new Element.")],
-    trigger: Annotated[str, Opt("--trigger", "-t", help="A rare made-up word that calls the Element up.")],
+    name: Annotated[str | None, Opt("--name", "-n", help="Name of the new Element.")] = None,
+    trigger: Annotated[str | None, Opt("--trigger", "-t", help="A rare made-up word that calls the Element up.")
+                       ] = None,
     category: Annotated[str, Opt("--category", "-c", help="style | character | object | concept")] = "character",
     base: Annotated[str | None, Opt("--base", "-b", help="Base model (default ATELIER_DEFAULT_BASE_MODEL).")] = None,
     description: Annotated[str, Opt("--description", "-d")] = "",
@@ -74,10 +75,13 @@ def train(
                                             rich_help_panel=ADV)] = [],  # noqa: B006 — typer needs a list
     sample_steps: Annotated[int | None, Opt(rich_help_panel=ADV)] = None,
     targets: Annotated[str | None, Opt(help="full (kohya parity, default) | attention", rich_help_panel=ADV)] = None,
+    memory_mode: Annotated[str | None, Opt(help="auto | bf16 | fp8 | int8 | nf4 (GPU memory of the frozen "
+                                                "base; auto = fastest that fits)", rich_help_panel=ADV)] = None,
     set_: Annotated[list[str], Opt("--set", help="Any other training option as KEY=VALUE; repeatable.",
                                    rich_help_panel=ADV)] = [],  # noqa: B006
     queue: Annotated[bool, Opt("--queue", help="Queue it for a worker instead of training here.")] = False,
     wait: Annotated[bool, Opt("--wait", help="With --queue: follow the job until it ends.")] = False,
+    plan: Annotated[bool, Opt("--plan", help="Print the plan (steps, time, GPU memory) and stop.")] = False,
     json: JsonOpt = False,
 ) -> None:
     """Train an Element from one of your datasets and register it."""
@@ -91,7 +95,14 @@ def train(
         gradient_checkpointing=gradient_checkpointing, save_every_n_epochs=save_every,
         sample_every_n_epochs=sample_every, sample_prompts=sample_prompt, sample_steps=sample_steps,
         targets=targets,
+        memory_mode=memory_mode,
     ), set_)
+    if plan:
+        return show_plan(ctx, as_json, dataset, name=name, trigger=trigger, category=category, base=base,
+                         overrides=overrides, description=description)
+    if not name or not trigger:
+        raise fail("--name and --trigger are required to train (only --plan works without them)", as_json=as_json,
+                   code="invalid", hint="For example --name \"Ink cats\" --trigger zqxinkcat")
 
     async def go(services: Any, actor: Any) -> tuple[Any, Any]:
         info = await services.jobs.request_training(
@@ -133,6 +144,33 @@ def group_lines(config: dict[str, Any]) -> list[str]:
     return [f"group {g['name']} (trigger “{g.get('trigger') or '—'}”): {g['images']} images × {g['repeats']} "
             f"repeats = {epochs * -(-g['images'] * g['repeats'] // batch)} steps"
             for g in config.get("groups") or []]
+
+
+def show_plan(ctx: typer.Context, as_json: bool, dataset: str, *, name: str | None, trigger: str | None,
+              category: str, base: str | None, overrides: dict[str, Any], description: str) -> None:
+    """``--plan``: the same checks and figures as the Discord confirmation, nothing queued or charged."""
+    from storage.training_preview import preview_training
+
+    async def go(services: Any, actor: Any) -> Any:
+        return await preview_training(
+            services, actor, dataset=dataset, name=name or "plan preview", category=category,
+            base_model=base or services.settings.default_base_model, trigger=trigger or "zqxplanpreview",
+            description=description, overrides=overrides)
+
+    preview = run_jobs(ctx, as_json, go, redis=False)
+    memory = {k: preview.memory.get(k) for k in ("peak_gb", "budget_gb", "mode", "gradient_checkpointing",
+                                                  "phases", "arch", "note")}
+    if as_json:
+        return print_json({"ok": True, "plan": {
+            "dataset": preview.dataset, "base_model": preview.base_model, "image_count": preview.image_count,
+            "epochs": preview.epochs, "steps": preview.total_steps,
+            "estimate_seconds": round(preview.estimate_seconds), "memory": memory, "warnings": preview.warnings}})
+    minutes = max(1, round(preview.estimate_seconds / 60))
+    out().print(f"{escape(preview.dataset)} on {preview.base_model}: {preview.image_count} images, "
+                f"{preview.epochs} epochs, {preview.total_steps} steps, about {minutes} min")
+    out().print(preview.memory_line)
+    for warning in preview.warnings:
+        out().print(f"[yellow]note[/] {escape(warning)}")
 
 
 async def train_here(services: Any, actor: Any, info: Any, *, quiet: bool) -> Any:

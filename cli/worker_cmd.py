@@ -127,8 +127,24 @@ async def check_worker(settings: Any, options: Any) -> dict[str, tuple[bool, str
     except OSError as exc:
         report["work dir"] = (False, f"{work} is not writable: {exc}")
     report["torch"] = await asyncio.to_thread(_check_torch)
+    report["gpu memory"] = await asyncio.to_thread(_check_gpu_budget, settings.gpu_memory_gb)
     report["ML stack"] = stack_report()
     return report
+
+
+def _check_gpu_budget(setting: float | None) -> tuple[bool, str]:
+    """The GPU and the memory budget runs are planned against (trainer.memory.planner)."""
+    from trainer.memory.planner import detect_gpu_gb
+
+    total, name = detect_gpu_gb()
+    gpu = f"{name}, {total:.1f} GB" if total is not None else name
+    if setting is None:
+        if total is None:
+            return True, f"{gpu}; budget: none (set ATELIER_GPU_MEMORY_GB; runs are not refused for memory)"
+        return True, f"{gpu}; budget {total:.1f} GB (the whole GPU; ATELIER_GPU_MEMORY_GB to change)"
+    if total is not None and setting > total + 0.5:
+        return False, f"{gpu}; ATELIER_GPU_MEMORY_GB={setting:g} is more than the GPU has"
+    return True, f"{gpu}; budget {setting:g} GB (ATELIER_GPU_MEMORY_GB)"
 
 
 async def _check_redis(settings: Any) -> tuple[bool, str]:

@@ -30,6 +30,7 @@ from storage.training_rules import (
     check_estimate,
     check_image_count,
     parse_category,
+    plan_memory,
     trainable_base,
 )
 
@@ -79,10 +80,11 @@ class JobService:
             check_image_count(self.settings, len(manifest), dataset_name, base_model, spec.family.value)
             config = build_config(cat, spec.family.value, len(manifest), trigger_display, overrides,
                                   training_groups(groups, manifest), tiny=spec.builtin)
+            plan = plan_memory(self.settings, base_model, spec, config)
             job, position = await self._create_training(
                 session, actor, dataset_id=dataset_id, dataset_name=dataset_name, manifest=manifest, name=name,
                 category=cat, base_model=base_model, family=spec.family.value, trigger=trigger_display,
-                description=description, config=config, overrides=overrides or {}, origin=origin)
+                description=description, config=config, overrides=overrides or {}, origin=origin, plan=plan)
         await self._enqueue(job)
         return JobInfo.of(job, queue_position=position)
 
@@ -93,7 +95,8 @@ class JobService:
     async def _create_training(self, session: AsyncSession, actor: Actor, *, dataset_id: int | None,
                                dataset_name: str, manifest: list[dict[str, Any]], name: str, category: str,
                                base_model: str, family: str, trigger: str, description: str, config: Any,
-                               overrides: dict[str, Any], origin: dict[str, Any] | None) -> tuple[Job, int]:
+                               overrides: dict[str, Any], origin: dict[str, Any] | None,
+                               plan: Any = None) -> tuple[Job, int]:
         estimate = check_estimate(self.settings, family, config, len(manifest))  # before any slot is charged
         await self.quotas.lock_member(session, actor)  # the checks below and the charge see one state
         await self._check_active_trainings(session, actor)
@@ -114,6 +117,7 @@ class JobService:
             "description": description, "image_count": n, "manifest": manifest, "config": config_dict,
             "overrides": overrides, "total_steps": config.total_steps(n), "epochs": config.epochs,
             "estimate_seconds": round(estimate),
+            "memory": plan.as_dict() if plan is not None else None,
         }
         await session.flush()
         position = await self._position(session, job)

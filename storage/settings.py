@@ -24,6 +24,8 @@ class BaseModelSpec(BaseModel):
     family: Family
     source: str
     trainable: bool = True
+    # Architecture file the memory planner uses (trainer/memory/archs); "" → by name, source and family.
+    arch: str = ""
     # Elements trained on a base are only compatible with bases of the same *lineage*
     # (Flux-dev LoRAs do not transfer to Schnell even though both are "flux").
     lineage: str = ""
@@ -126,6 +128,8 @@ class Settings(BaseSettings):
     base_models: dict[str, BaseModelSpec] = Field(default_factory=default_base_models)
     default_base_model: str = "flux-dev"
     models_dir: Path | None = None  # where built-in tiny models are materialised; default <data_dir>/models
+    # GPU memory a run may plan for (GB); None → the detected GPU's memory (no GPU: runs are not refused).
+    gpu_memory_gb: float | None = Field(None, gt=0)
 
     # Jobs
     # Per-job folders with training checkpoints; put it on shared storage so another machine's worker can resume.

@@ -23,6 +23,7 @@ from storage.training_rules import (
     check_estimate,
     check_image_count,
     parse_category,
+    plan_memory,
     trainable_base,
 )
 
@@ -47,6 +48,8 @@ class TrainingPreview:
     overrides: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     groups: list[GroupSteps] = field(default_factory=list)  # multi-concept datasets: each group's share
+    memory: dict[str, Any] = field(default_factory=dict)  # trainer.memory.planner.MemoryPlan.as_dict()
+    memory_line: str = ""  # "memory: 14.2 GB of 24 GB (fp8, checkpointing)"
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ async def preview_training(services: Any, actor: Actor, *, dataset: str, name: s
     stored = {g.name: {"trigger": g.trigger, "repeats": g.repeats} for g in info.groups}
     config = build_config(cat, family, n, trig, overrides, training_groups(stored, manifest),
                           tiny=spec.builtin)
+    plan = plan_memory(settings, base_model, spec, config)
     estimate = check_estimate(settings, family, config, n)
     groups = [GroupSteps(g.name, g.trigger, g.images, g.repeats,
                          config.epochs * -(-g.images * g.repeats // config.batch_size)) for g in config.groups]
@@ -94,7 +98,7 @@ async def preview_training(services: Any, actor: Actor, *, dataset: str, name: s
         estimate_seconds=estimate, slots_left=quota.remaining,
         slots_limit=quota.limit, warnings=warnings, config=config.model_dump(mode="json"),
         overrides=dict(overrides or {}), description=clean_text(description, max_len=500, multiline=True),
-        groups=groups)
+        groups=groups, memory=plan.as_dict(), memory_line=plan.line())
 
 
 async def _check_free_names(services: Any, actor: Actor, key: str, trig_key: str) -> None:

@@ -83,3 +83,20 @@ def span(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} h"
     return f"{math.ceil(seconds / 60)} min" if seconds >= 60 else f"{math.ceil(seconds)} s"
+
+
+def plan_memory(settings: Settings, base_model: str, spec: BaseModelSpec, config: Any) -> Any:
+    """The run's memory plan (trainer.memory.planner, torch-free) in the GPU budget; with a known budget the
+    config takes the planned mode and checkpointing. A run that fits in no mode is refused before it is queued."""
+    from trainer.memory.planner import PlanError, TrainShape, arch_for, budget_gb, plan_training
+
+    arch = spec.arch or arch_for(base_model, spec.family.value, spec.source)
+    budget = budget_gb(settings.gpu_memory_gb)
+    try:
+        plan = plan_training(arch, TrainShape.of(config), budget, config.memory_mode)
+    except PlanError as exc:
+        raise InvalidInput(f"Not enough GPU memory: {exc}.", exc.advice) from None
+    if budget is not None:  # unknown budget: the worker plans "auto" against its own GPU (trainer.train)
+        config.memory_mode = plan.mode
+        config.gradient_checkpointing = plan.gradient_checkpointing
+    return plan

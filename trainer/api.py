@@ -21,6 +21,7 @@ class BaseModelRef:
     name: str
     family: FamilyName
     source: str
+    arch: str = ""  # architecture file for memory planning (trainer.memory.planner); "" → by name/source/family
 
 
 @dataclass(frozen=True)

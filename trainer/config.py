@@ -102,6 +102,9 @@ class TrainingConfig(BaseModel):
     seed: int = Field(42, ge=0, le=2**31 - 1)
     mixed_precision: Precision = "bf16"  # GPU only; CPU runs fall back to fp32 with a note
     gradient_checkpointing: bool = False
+    # Frozen denoiser weights on the GPU (trainer.memory): "auto" → the fastest mode the planner finds fits.
+    # (Block swap is a generation mode only: see trainer.memory.planner.TRAIN_MODES.)
+    memory_mode: Literal["auto", "bf16", "fp8", "int8", "nf4"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     # Outputs.
@@ -289,6 +292,9 @@ def estimate_seconds(family: str, config: TrainingConfig, image_count: int, devi
     step_s = per_step * scale * (1.15 if config.train_text_encoder else 1.0)
     if not config.gradient_checkpointing:
         step_s *= 0.8
+    # Leaner frozen weights cost time: fp8 upcasts every layer per step; bitsandbytes dequantizes (QLoRA runs are
+    # commonly reported 30–50 % slower than bf16 LoRA).
+    step_s *= {"fp8": 1.1, "int8": 1.5, "nf4": 1.35}.get(config.memory_mode, 1.0)
     steps = config.total_steps(image_count)
     samples = len(config.sample_prompts) * len(config.sample_epochs()) * config.sample_steps * per_step * 0.25
     if config.strength_sweep:  # 7 strengths × up to 2 prompts, plus 8 images × 2 denoising passes each

@@ -17,7 +17,15 @@ from trainer.api import BaseModelRef, GenerationRequest, GenerationResult, Gener
 from trainer.loading import default_device, default_dtype, load_pipeline
 from trainer.lora_io import validate_lora_file
 from trainer.pipeline_cache import PipelineCache, ResidentPipeline
-from trainer.prompting import DEFAULTS, MAX_COUNT, check_strengths, insert_triggers, resolve_size, size_class
+from trainer.prompting import (
+    DEFAULTS,
+    MAX_COUNT,
+    MAX_SEQUENCE_LENGTH,
+    check_strengths,
+    insert_triggers,
+    resolve_size,
+    size_class,
+)
 
 HIRES_SCALE = 2
 HIRES_DENOISE = 0.4  # enough to add detail at 2x, little enough to keep the first pass's composition
@@ -50,9 +58,36 @@ class Generator:
 
         return torch.device(self._device) if self._device is not None else default_device()
 
-    def _load(self, ref: BaseModelRef):
+    def _load(self, ref: BaseModelRef, mode: str = "bf16"):
+        """Load ``ref`` in generation memory ``mode``: bf16 → every component resident on the device; fp8 /
+        int8 / NF4 → a leaner denoiser and components taking turns on the GPU (diffusers model offload);
+        offload → denoiser and text encoders swapped in block by block (diffusers group offloading)."""
         dtype = self._dtype if self._dtype is not None else default_dtype(self.device)
-        return load_pipeline(ref, self.models_dir, device=self.device, dtype=dtype)
+        gpu = self.device.type == "cuda"
+        quantized = mode if mode in ("int8", "nf4") and gpu else "bf16"
+        pipe = load_pipeline(ref, self.models_dir, device=self.device, dtype=dtype, memory_mode=quantized,
+                             place=mode == "bf16" or not gpu)
+        if gpu and mode != "bf16":
+            _apply_generation_mode(pipe, mode, self.device, dtype)
+        self.stats[f"loads_{mode}"] += 1
+        return pipe
+
+    def memory_plan(self, base: BaseModelRef, request: GenerationRequest, budget_gb: float | None):
+        """The fastest generation mode whose peak fits ``budget_gb`` (None: unknown budget → bf16), or None when
+        nothing fits — the caller then waits for the GPU (worker.fairshare)."""
+        from trainer.memory.planner import arch_for, plan_generation
+
+        cls = size_class(base.family, base.source, base.arch)
+        width, height, _ = resolve_size(cls, width=request.width, height=request.height, aspect=request.aspect)
+        if request.hires:
+            width, height = width * HIRES_SCALE, height * HIRES_SCALE
+        arch = base.arch or arch_for(base.name, base.family, base.source)
+        return plan_generation(arch, width, height, budget_gb, count=request.count)
+
+    def modes(self) -> dict[BaseModelRef, str]:
+        """Resident base models and the memory mode each was loaded in."""
+        with self._lock:
+            return self._cache.modes()
 
     def resident(self) -> list[BaseModelRef]:
         """Base models currently loaded, least recently used first."""
@@ -69,14 +104,15 @@ class Generator:
             self._cache.clear()
 
     def generate(self, base: BaseModelRef, request: GenerationRequest,
-                 stop: Callable[[], bool] | None = None) -> GenerationResult:
+                 stop: Callable[[], bool] | None = None, *, mode: str = "bf16") -> GenerationResult:
         """Run one request; raises ``ValueError`` (incl. ``LoraFileError``) for requests that cannot be served.
 
         ``stop`` is polled after every denoising step; when it returns True the run ends there and
         ``GenerationStopped`` is raised (a timeout or a cancel must free the engine, not leave it running).
+        ``mode`` is the memory mode from :meth:`memory_plan`; a resident copy in another mode is released first.
         """
         warnings = _validate(base, request)
-        cls = size_class(base.family, base.source)
+        cls = size_class(base.family, base.source, base.arch)
         width, height, size_warnings = resolve_size(cls, width=request.width, height=request.height,
                                                     aspect=request.aspect)
         warnings += size_warnings
@@ -92,12 +128,16 @@ class Generator:
             negative = ""
 
         with self._lock:
-            entry = self._cache.get(base)
+            self.warnings = warnings  # _run adds what the pipeline reports (e.g. a safety checker's verdict)
+            entry = self._cache.get(base, mode)
             entry.activate(request.loras, self.max_adapters)
             hook = _step_hook(stop)
-            images = self._run(entry, hook, prompt, negative, seeds, steps, guidance, width, height)
+            extra = {"max_sequence_length": MAX_SEQUENCE_LENGTH[cls]} if cls in MAX_SEQUENCE_LENGTH else {}
+            images = self._run(entry, hook, prompt, negative, seeds, steps, guidance, width, height, **extra)
             if request.hires:
                 width, height = width * HIRES_SCALE, height * HIRES_SCALE
+                # A 2× pass decodes up to 2048 px: tile the VAE there (an untiled decode alone needs several GB).
+                entry.pipe.vae.enable_tiling()
                 images = self._hires(entry, hook, images, prompt, negative, seeds, steps, guidance, width, height)
             self.stats["generations"] += 1
         return GenerationResult(images=images, seed=seed, seeds=seeds, prompt=prompt, warnings=warnings,
@@ -109,13 +149,18 @@ class Generator:
         # CPU generators: the same seed gives the same noise on any device.
         return [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
 
-    def _run(self, entry: ResidentPipeline, hook, prompt, negative, seeds, steps, guidance, width, height) -> list:
+    def _run(self, entry: ResidentPipeline, hook, prompt, negative, seeds, steps, guidance, width, height,
+             **extra) -> list:
         kwargs = dict(prompt=prompt, num_inference_steps=steps, guidance_scale=guidance, width=width,
                       height=height, num_images_per_prompt=len(seeds), generator=self._generators(seeds),
-                      callback_on_step_end=hook)
+                      callback_on_step_end=hook, **extra)
         if negative:
             kwargs["negative_prompt"] = negative
-        return _finished(entry.pipe, entry.pipe(**kwargs).images)
+        out = entry.pipe(**kwargs)
+        flagged = sum(bool(f) for f in (getattr(out, "nsfw_content_detected", None) or []))
+        if flagged:  # a pipeline that brought its own safety checker: say what it blacked out
+            self.warnings.append(f"{flagged} image(s) were blacked out by the base model's safety checker")
+        return _finished(entry.pipe, out.images)
 
     def _hires(self, entry: ResidentPipeline, hook, images, prompt, negative, seeds, steps, guidance, width,
                height) -> list:
@@ -135,6 +180,30 @@ class Generator:
             kwargs["negative_prompt"] = [negative] * n
         pipe = entry.img2img()
         return _finished(pipe, pipe(**kwargs).images)
+
+
+def _apply_generation_mode(pipe, mode: str, device, dtype) -> None:
+    """GPU memory modes for a generation pipeline, all through diffusers' own hooks."""
+    import torch
+
+    from trainer.memory.modes import FP8
+
+    denoiser = getattr(pipe, "transformer", None) or pipe.unet
+    if mode == "fp8":
+        denoiser.enable_layerwise_casting(storage_dtype=FP8, compute_dtype=dtype)
+    if mode == "offload":
+        from diffusers.hooks import apply_group_offloading
+
+        for name in ("text_encoder", "text_encoder_2"):
+            module = getattr(pipe, name, None)
+            if module is not None:
+                apply_group_offloading(module, onload_device=device, offload_device=torch.device("cpu"),
+                                       offload_type="leaf_level", use_stream=True)
+        denoiser.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
+                                      offload_type="block_level", num_blocks_per_group=1, use_stream=True)
+        pipe.vae.to(device)
+        return
+    pipe.enable_model_cpu_offload(device=device)  # components take turns on the GPU
 
 
 def _step_hook(stop: Callable[[], bool] | None):

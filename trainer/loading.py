@@ -87,20 +87,50 @@ def default_dtype(device):
     return torch.float32
 
 
-def load_pipeline(ref: BaseModelRef, models_dir: Path, *, device=None, dtype=None, img2img: bool = False):
-    """Load ``ref`` with ``from_pretrained`` (safetensors only) onto ``device`` in ``dtype`` (both auto)."""
+def dtype_kwarg(dtype) -> dict:
+    """``from_pretrained``'s dtype keyword: ``dtype`` since diffusers deprecated ``torch_dtype`` (0.36-ish),
+    ``torch_dtype`` before — detected by feature, so older diffusers load in the right precision too."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401 — only present with ``dtype``
+    except ImportError:
+        return {"torch_dtype": dtype}
+    return {"dtype": dtype}
+
+
+def load_pipeline(ref: BaseModelRef, models_dir: Path, *, device=None, dtype=None, img2img: bool = False,
+                  memory_mode: str = "bf16", place: bool = True):
+    """Load ``ref`` with ``from_pretrained`` (safetensors only) in ``dtype`` and, when ``place``, onto ``device``
+    (both auto). ``memory_mode`` int8/nf4 loads the denoiser quantized by bitsandbytes (it lands on the GPU
+    at once); fp8 and offload are applied later by the caller (trainer.memory.modes)."""
     import torch
+
+    from trainer.memory.modes import quantization_config
 
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype if dtype is not None else default_dtype(device)
     source = resolve_source(ref, models_dir)
     cls = pipeline_class(ref.family, img2img=img2img)
+    extra = {}
     try:
-        pipe = cls.from_pretrained(source, dtype=dtype, use_safetensors=True)
+        quant = quantization_config(memory_mode, dtype)
+        if quant is not None:
+            denoiser_cls, sub = _DENOISERS[ref.family]
+            extra[sub] = getattr(__import__("diffusers"), denoiser_cls).from_pretrained(
+                source, subfolder=sub, quantization_config=quant, use_safetensors=True, **dtype_kwarg(dtype))
+        if ref.family == "sd15":
+            # SD1.5's safety checker (a 1.2 GB CLIP vision model) would black out images without telling anyone:
+            # it is not loaded; moderation is the server's policy, not a silent filter (README).
+            extra.update(safety_checker=None, requires_safety_checker=False)
+        pipe = cls.from_pretrained(source, use_safetensors=True, **dtype_kwarg(dtype), **extra)
     except Exception as exc:  # hub/network/format errors all mean the same thing to the operator
         raise BaseModelLoadError(
             f"could not load base model {ref.name!r} from {source}: {type(exc).__name__}: {exc}; {_hint(ref.name)}"
         ) from exc
-    pipe.to(device)
+    if place:
+        pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+_DENOISERS = {"sd15": ("UNet2DConditionModel", "unet"), "sdxl": ("UNet2DConditionModel", "unet"),
+              "flux": ("FluxTransformer2DModel", "transformer")}

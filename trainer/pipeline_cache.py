@@ -37,6 +37,7 @@ class ResidentPipeline:
     ref: BaseModelRef
     pipe: Any
     counters: Counter = field(default_factory=Counter)
+    mode: str = "bf16"  # memory mode it was loaded in (trainer.memory.modes)
     adapters: OrderedDict[str, AdapterSlot] = field(default_factory=OrderedDict)
     lora_enabled: bool = True
     _active: tuple | None = None  # (names, weights) last given to set_adapters; skip the call when unchanged
@@ -105,7 +106,7 @@ class ResidentPipeline:
 class PipelineCache:
     """A bounded LRU of :class:`ResidentPipeline` keyed by base model; evicted pipelines are released."""
 
-    def __init__(self, loader: Callable[[BaseModelRef], Any], max_pipelines: int = 2,
+    def __init__(self, loader: Callable[[BaseModelRef, str], Any], max_pipelines: int = 2,
                  counters: Counter | None = None) -> None:
         if max_pipelines < 1:
             raise ValueError("max_pipelines must be at least 1")
@@ -124,21 +125,31 @@ class PipelineCache:
         """Resident base models, least recently used first."""
         return list(self._entries)
 
-    def get(self, ref: BaseModelRef) -> ResidentPipeline:
-        """The resident pipeline for ``ref``, loading it (and evicting the LRU one first if full) when absent."""
+    def get(self, ref: BaseModelRef, mode: str = "bf16") -> ResidentPipeline:
+        """The resident pipeline for ``ref`` in memory ``mode``, loading it (and evicting the LRU one first if
+        full) when absent. A copy of ``ref`` in another mode is released *before* the new one loads: one base is
+        never held twice."""
         entry = self._entries.get(ref)
-        if entry is not None:
+        if entry is not None and entry.mode == mode:
             self._entries.move_to_end(ref)
             return entry
+        if entry is not None:
+            self._evict(ref)
         while len(self._entries) >= self._max:
             self._evict_oldest()
-        entry = ResidentPipeline(ref=ref, pipe=self._loader(ref), counters=self.counters)
+        entry = ResidentPipeline(ref=ref, pipe=self._loader(ref, mode), counters=self.counters, mode=mode)
         self.counters["pipeline_loads"] += 1
         self._entries[ref] = entry
         return entry
 
+    def modes(self) -> dict[BaseModelRef, str]:
+        return {ref: e.mode for ref, e in self._entries.items()}
+
     def _evict_oldest(self) -> None:
-        _, entry = self._entries.popitem(last=False)
+        self._evict(next(iter(self._entries)))
+
+    def _evict(self, ref: BaseModelRef) -> None:
+        entry = self._entries.pop(ref)
         device = getattr(entry.pipe, "device", None)
         entry.release()
         del entry

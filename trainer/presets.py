@@ -87,7 +87,9 @@ def _sdxl(category: str) -> Preset:
         learning_rate=1e-4, text_encoder_lr=1e-5,
         rank=32 if style else 16, alpha=16 if style else 8,
         lr_scheduler="cosine", warmup_ratio=0.05, lr_num_cycles=1,
-        train_text_encoder=True,
+        # UNet-only (kohya's recommendation for SDXL LoRAs): both encoders' outputs are cached and the encoders
+        # leave the GPU before the UNet arrives.
+        train_text_encoder=False,
         shuffle_captions=category != "concept", keep_tokens=1,
         caption_dropout={"character": 0.05, "object": 0.05, "style": 0.05, "concept": 0.0}[category],
         min_snr_gamma=5.0, noise_offset=0.0357,

@@ -28,15 +28,23 @@ DEFAULT_ASPECT = "1:1"
 # Per size class: (steps, guidance). Tiny models use few steps and no CFG amplification.
 DEFAULTS: dict[str, tuple[int, float]] = {
     "sd15": (25, 7.0), "sdxl": (30, 6.0), "flux": (28, 3.5), "tiny": (6, 1.0),
+    # Schnell is timestep-distilled without guidance: ~4 steps, guidance 0 (its model card's settings).
+    "flux-schnell": (4, 0.0),
 }
+# Flux's T5 prompt length per size class (schnell was distilled with 256 tokens; dev with 512).
+MAX_SEQUENCE_LENGTH: dict[str, int] = {"flux": 512, "flux-schnell": 256}
 # Pixel sizes must be multiples of this per size class (VAE downsampling x UNet/packing needs).
-SIZE_MULTIPLE: dict[str, int] = {"sd15": 64, "sdxl": 64, "flux": 16, "tiny": 8}
-MAX_SIDE: dict[str, int] = {"sd15": 1024, "sdxl": 2048, "flux": 2048, "tiny": 256}
+SIZE_MULTIPLE: dict[str, int] = {"sd15": 64, "sdxl": 64, "flux": 16, "flux-schnell": 16, "tiny": 8}
+MAX_SIDE: dict[str, int] = {"sd15": 1024, "sdxl": 2048, "flux": 2048, "flux-schnell": 2048, "tiny": 256}
 
 
-def size_class(family: str, source: str) -> str:
-    """"tiny" for built-in offline models, else the family name."""
-    return "tiny" if source.startswith("builtin:") else family
+def size_class(family: str, source: str, arch: str = "") -> str:
+    """"tiny" for built-in offline models, "flux-schnell" for Schnell (its own defaults), else the family name."""
+    if source.startswith("builtin:"):
+        return "tiny"
+    if family == "flux" and (arch == "flux-schnell" or "schnell" in source.lower()):
+        return "flux-schnell"
+    return family
 
 
 def _trigger_pattern(trigger: str) -> re.Pattern[str]:

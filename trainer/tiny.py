@@ -22,7 +22,7 @@ BUILTIN_FAMILIES: dict[str, FamilyName] = {"tiny-sd15": "sd15", "tiny-sdxl": "sd
 ASSETS_DIR = Path(__file__).parent / "assets"
 MARKER = "atelier_tiny.json"
 # Bump when the architecture or build recipe changes so materialised folders are rebuilt.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: tiny Flux has Flux-dev's guidance embedding
 SEED = 1234
 
 
@@ -197,6 +197,7 @@ def _build_flux():
     transformer = FluxTransformer2DModel(
         patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
         num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
+        guidance_embeds=True,  # as Flux-dev (the default base): training and sampling pass a guidance value
     )
     scheduler = FlowMatchEulerDiscreteScheduler(
         num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,

@@ -42,6 +42,7 @@ from trainer.export import cast_lora, read_diffusers_lora, save_diffusers_lora
 from trainer.families import Runtime, TrainFamily, family_class
 from trainer.loading import load_pipeline
 from trainer.loop import LoopParts, TrainingLoop
+from trainer.memory.modes import apply_storage_mode, apply_text_encoder_mode, reinit_lora_fp32
 from trainer.optim import build_optimizer, build_scheduler, check_optimizer_available
 from trainer.outputs import grid_epochs, render_samples, write_bundle
 from trainer.strength_sweep import SweepResult, run_sweep
@@ -54,7 +55,7 @@ OUTPUT_ONLY_FIELDS = {"sample_every_n_epochs", "sample_prompts", "sample_steps",
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def resolve_runtime(config: TrainingConfig) -> Runtime:
+def resolve_runtime(config: TrainingConfig, base: BaseModelRef | None = None) -> Runtime:
     """Device and precision for this machine; half precision on a CPU falls back to fp32 with a note."""
     notes: list[str] = []
     has_cuda = torch.cuda.is_available()
@@ -62,14 +63,42 @@ def resolve_runtime(config: TrainingConfig) -> Runtime:
         raise RuntimeError("device: 'cuda' was requested but no CUDA GPU is available; use device='auto'")
     device = torch.device("cuda" if (config.device != "cpu" and has_cuda) else "cpu")
     precision = config.mixed_precision
-    if device.type == "cpu" and precision != "no":
+    mode = resolve_memory_mode(config, base, device, notes)
+    if device.type == "cpu" and mode == "fp8":
+        precision = "bf16"  # layerwise casting upcasts fp8 to a 16-bit compute dtype (CPU autocast does bf16)
+    elif device.type == "cpu" and precision != "no":
         notes.append(f"mixed_precision={precision!r} needs a GPU; trained in fp32 on the CPU")
         precision = "no"
-    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         notes.append("this GPU has no bf16 support; trained with fp16 instead")
         precision = "fp16"
     dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return Runtime(device=device, weight_dtype=dtype, autocast=precision != "no", notes=notes)
+    return Runtime(device=device, weight_dtype=dtype, autocast=precision != "no", notes=notes, memory_mode=mode)
+
+
+def resolve_memory_mode(config: TrainingConfig, base: BaseModelRef | None, device: torch.device,
+                        notes: list[str]) -> str:
+    """The config's mode; ``auto`` (a run not planned by the queue) is planned here against this GPU's memory.
+    On a CPU only an explicit ``fp8`` applies; ``auto`` means plain weights there."""
+    from trainer.memory.planner import GB, TrainShape, arch_for, plan_training
+
+    mode = config.memory_mode
+    if device.type != "cuda":
+        if mode in ("int8", "nf4"):  # bitsandbytes kernels need a CUDA device
+            notes.append(f"memory_mode={mode!r} needs a GPU; trained without it on the CPU")
+        return "fp8" if mode == "fp8" else "bf16"  # fp8 storage works anywhere (and is tested on the CPU)
+    if mode != "auto":
+        return mode
+    arch = (base.arch or arch_for(base.name, base.family, base.source)) if base is not None else None
+    budget = torch.cuda.get_device_properties(device).total_memory / GB
+    return plan_training(arch, TrainShape.of(config), budget).mode
+
+
+def place_denoiser(family: TrainFamily) -> None:
+    """After caching: the denoiser onto the GPU (quantized bitsandbytes weights are there already)."""
+    runtime = family.runtime
+    if runtime.memory_mode not in ("int8", "nf4"):
+        family.denoiser.to(runtime.device)
 
 
 def run_fingerprint(config: TrainingConfig, base: BaseModelRef, items: list[TrainItem]) -> str:
@@ -162,7 +191,7 @@ def train_lora(config: TrainingConfig, base: BaseModelRef, items: list[TrainItem
     ckpt = latest_checkpoint(out_dir, fingerprint)
     state = ckpt.state if ckpt else TrainState()
     resumed_from = state.epoch
-    runtime = resolve_runtime(config)
+    runtime = resolve_runtime(config, base)
     clock, before = time.monotonic(), state.elapsed_seconds
     total = total_steps(samples, config)
 
@@ -175,11 +204,21 @@ def train_lora(config: TrainingConfig, base: BaseModelRef, items: list[TrainItem
                              elapsed_seconds=elapsed(), **kw)
 
     emit(event("loading"))
-    pipe = load_pipeline(base, models_dir, device=runtime.device, dtype=runtime.weight_dtype)
+    # Everything loads to CPU memory first; the text encoders and the VAE visit the GPU for caching and leave
+    # before the denoiser arrives, so their memory and the denoiser's never add up (trainer.memory.planner).
+    pipe = load_pipeline(base, models_dir, device=runtime.device, dtype=runtime.weight_dtype,
+                         memory_mode=runtime.memory_mode, place=False)
     family = family_class(config.family)(pipe, config, runtime)
+    apply_storage_mode(family.denoiser, runtime.memory_mode, runtime.weight_dtype)
     family.add_lora()
+    reinit_lora_fp32(family.denoiser, runtime.memory_mode, config.seed)
 
     emit(event("caching"))
+    if not family.trains_text_encoder:
+        for encoder in family.text_encoders().values():
+            apply_text_encoder_mode(encoder, runtime.memory_mode, runtime.weight_dtype)
+    for module in [family.vae, *family.text_encoders().values()]:
+        module.to(runtime.device)
     if runtime.weight_dtype == torch.float16:
         family.vae.to(torch.float32)  # fp16 VAEs (SDXL's notably) overflow when encoding
     latents = cache_latents(family, samples)
@@ -188,6 +227,7 @@ def train_lora(config: TrainingConfig, base: BaseModelRef, items: list[TrainItem
     prompts = config.resolved_sample_prompts()
     sampler = Sampler(family, config, prompts or [config.trigger or "a picture"])
     offload(family, text_encoders=not family.trains_text_encoder)
+    place_denoiser(family)
 
     optimizer = build_optimizer(family.param_groups(), config)
     scheduler = build_scheduler(optimizer, config, optimizer_steps(samples, config))

@@ -49,6 +49,9 @@ class WorkerApp:
         self.fairshare.enabled = self.options.fair_share
         if self.options.fair_share_mode == "step" or not hasattr(signal, "SIGSTOP"):
             self.fairshare.mode = "step"
+        from trainer.memory.planner import budget_gb  # torch-free
+
+        self.fairshare.budget_gb = budget_gb(self.settings.gpu_memory_gb)
 
     @property
     def settings(self) -> Any:
@@ -78,6 +81,11 @@ class WorkerApp:
             await self.enqueuer.enqueue(job)
         except Exception as exc:  # noqa: BLE001 — the reconciler enqueues what is missing
             log.warning("could not enqueue job %s (%s); the reconciler will", job.id, exc)
+
+    async def release_generation_pipelines(self) -> None:
+        """Free the GPU memory resident generation pipelines hold (waits for a generation in progress)."""
+        if self._generator is not None:
+            await asyncio.to_thread(self._generator.close)
 
     def close(self) -> None:
         if self._generator is not None:

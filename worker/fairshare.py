@@ -19,6 +19,16 @@ Policy (one worker process = one GPU):
   gets about one generation's worth of time every ``starve_after`` seconds. (Counted in held time, not in steps:
   a step that slips in between two back-to-back generations must not reset the count.)
 * ``enabled=False`` turns the policy off (generation and training simply compete): the benchmark's baseline.
+
+GPU memory (one GPU, never two copies of a base model on it): a paused training keeps its memory, so a
+generation only gets what the training's plan leaves — ``budget_gb`` (ATELIER_GPU_MEMORY_GB or the detected GPU)
+minus the planned peak of every running training (:meth:`FairShare.free_gb`). The worker releases its resident
+generation pipelines when a training starts; a generation during the training is planned into the memory that is
+left (trainer.memory.planner picks the fastest mode that fits: a leaner denoiser with components taking turns on
+the GPU, or block swap with the weights in CPU memory), and when not even that fits it **waits** for the training
+to end (:meth:`FairShare.plan_generation`). After the training, the next generation reloads its base in the fastest
+mode; the lean copy is released before the new one loads (``trainer.pipeline_cache``). Without a known budget
+(no GPU) nothing is accounted.
 """
 
 from __future__ import annotations
@@ -28,10 +38,10 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from worker.child_protocol import PAUSE_FILE, PAUSED_FILE
 
@@ -53,6 +63,7 @@ class TrainingChild:
     released_at: float = 0.0  # when the last hold ended
     last_hold: float = 0.0  # how long the last hold lasted
     held_total: float = 0.0  # seconds held in all (not counted against the training's time limit)
+    gpu_gb: float = 0.0  # the training's planned peak GPU memory (kept while paused)
 
     def stepped(self, step: int, training: bool) -> None:
         """A progress event from the child (every training step, and each phase change)."""
@@ -89,13 +100,32 @@ class FairShare:
     max_wait: float = 10.0
     starve_after: float = 2.0
     poll: float = 0.005
+    budget_gb: float | None = None  # GPU memory of this worker's GPU (None: unknown, nothing accounted)
     children: dict[int, TrainingChild] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    def register(self, job_id: int, control_dir: Path) -> TrainingChild:
-        child = TrainingChild(control_dir)
+    def register(self, job_id: int, control_dir: Path, gpu_gb: float = 0.0) -> TrainingChild:
+        child = TrainingChild(control_dir, gpu_gb=gpu_gb)
         self.children[job_id] = child
         return child
+
+    def free_gb(self) -> float | None:
+        """GPU memory a generation may plan for now: the budget less every running training's planned peak."""
+        if self.budget_gb is None:
+            return None
+        return max(0.0, self.budget_gb - sum(c.gpu_gb for c in self.children.values() if c.alive))
+
+    async def plan_generation(self, generator: Any, base: Any, request: Any,
+                              on_wait: Callable[[], Awaitable[None]] | None = None, poll: float = 0.2) -> Any:
+        """The generation's memory plan in the memory the running trainings leave; when nothing fits, wait
+        (calling ``on_wait`` once) until trainings end and it does. ``generator`` is a trainer Generator."""
+        plan = generator.memory_plan(base, request, self.free_gb())
+        if plan is None and on_wait is not None:
+            await on_wait()
+        while plan is None:
+            await asyncio.sleep(poll)
+            plan = generator.memory_plan(base, request, self.free_gb())
+        return plan
 
     def unregister(self, job_id: int) -> None:
         child = self.children.pop(job_id, None)

@@ -81,7 +81,7 @@ async def _generate(app: Any, job: Any, attempt: int, cancel: asyncio.Event) -> 
     except (ValueError, AtelierError) as exc:
         return await t.fail(job.id, attempt, code="invalid", reason=_sentence(exc),
                             hint="Check the Elements and options, then try again.")
-    base = BaseModelRef(name=p["base_model"], family=spec.family.value, source=spec.source)
+    base = BaseModelRef(name=p["base_model"], family=spec.family.value, source=spec.source, arch=spec.arch)
     request = GenerationRequest(prompt=p["prompt"], loras=loras, negative_prompt=p.get("negative_prompt", ""),
                                 seed=p.get("seed"), steps=p.get("steps"), guidance=p.get("guidance"),
                                 width=p.get("width"), height=p.get("height"), count=int(p.get("count", 1)),
@@ -95,8 +95,12 @@ async def _generate(app: Any, job: Any, attempt: int, cancel: asyncio.Event) -> 
 
     try:
         generator = await asyncio.to_thread(app.generator)
+        # Plan into the GPU memory the running trainings leave; nothing fits → wait for them (worker.fairshare).
+        plan = await app.fairshare.plan_generation(generator, base, request, on_wait=lambda: app.publish(
+            job.id, {"progress": {"phase": "waiting for the GPU", "fraction": 0.0}}))
         async with app.fairshare.gpu_for_generation():
-            run = asyncio.ensure_future(asyncio.to_thread(generator.generate, base, request, should_stop))
+            run = asyncio.ensure_future(asyncio.to_thread(generator.generate, base, request, should_stop,
+                                                          mode=plan.mode))
             try:
                 result = await asyncio.wait_for(asyncio.shield(run), limit)
             except TimeoutError:

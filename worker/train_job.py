@@ -80,7 +80,9 @@ class TrainingRun:
             return "failed"
         except LostJob:
             return "lost"
-        child = self.app.fairshare.register(self.job.id, self.control)
+        child = self.app.fairshare.register(self.job.id, self.control, gpu_gb=self._planned_gb())
+        if self.app.fairshare.budget_gb is not None:
+            await self.app.release_generation_pipelines()  # the training's plan assumed the GPU was empty
         try:
             rc = await self._supervise(spec_path, child)
         except OSError as exc:  # the training process could not be started (missing interpreter, no memory, …)
@@ -111,7 +113,8 @@ class TrainingRun:
                   "caption": i.get("caption", ""), "group": i.get("group", "")} for i in p["manifest"]]
         spec_doc = {
             "job_id": self.job.id, "attempt": self.attempt,
-            "base": {"name": p["base_model"], "family": spec.family.value, "source": spec.source},
+            "base": {"name": p["base_model"], "family": spec.family.value, "source": spec.source,
+                     "arch": spec.arch},
             "config": p["config"], "items": items, "out_dir": str(self.dir / "out"),
             "models_dir": str(self.app.settings.resolved_models_dir), "control_dir": str(self.control),
             "parent_pid": os.getpid(), "element_name": p.get("element_name", ""), "category": p.get("category", ""),
@@ -262,6 +265,25 @@ class TrainingRun:
             await self._stop("cancel", grace=self.app.options.cancel_grace_seconds)
 
     # ---- outcome ---------------------------------------------------------------------------------------------
+
+    def _planned_gb(self) -> float:
+        """GPU memory this training occupies: its plan in this worker's budget, plus the planner's reserve (the
+        request may have been planned elsewhere, or without a known budget). All of it when it fits nowhere."""
+        from trainer.config import TrainingConfig
+        from trainer.memory.planner import RESERVE_GB, PlanError, TrainShape, arch_for, plan_training
+
+        budget = self.app.fairshare.budget_gb
+        p = self.job.payload
+        spec = self.app.settings.base_models.get(p["base_model"])
+        if budget is None or spec is None:
+            return 0.0
+        config = TrainingConfig(**p["config"])
+        arch = spec.arch or arch_for(p["base_model"], spec.family.value, spec.source)
+        try:
+            plan = plan_training(arch, TrainShape.of(config), budget, config.memory_mode)
+        except PlanError:
+            return budget
+        return plan.peak_gb + RESERVE_GB if plan.arch else 0.0
 
     async def _conclude(self, rc: int) -> str:
         t, jid, att = self.app.transitions, self.job.id, self.attempt

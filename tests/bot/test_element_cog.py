@@ -43,6 +43,7 @@ async def test_train_confirmation_then_start(bot_harness, job_services, job_sett
         text = confirm.text()
         assert confirm.ephemeral and "Train “Inkwash”?" in text and "10 images" in text
         assert "2 epochs" in text and "Estimated time" in text and "5 of 5 left" in text
+        assert "GPU memory" in text and "not planned" in text  # the memory plan line (tiny CPU models: not planned)
         assert "epochs=2" in text and "resolution=32" in text
         assert "Before you start" in text  # lint: 64 px images are small for sd15
         start, cancel = (b["custom_id"] for b in confirm.buttons)

@@ -35,6 +35,7 @@ class Runtime:
     weight_dtype: torch.dtype  # frozen base weights (and cached latents/embeddings)
     autocast: bool
     notes: list[str] = field(default_factory=list)
+    memory_mode: str = "bf16"  # frozen denoiser storage on the GPU (trainer.memory.modes)
 
     @property
     def fp16(self) -> bool:
@@ -108,7 +109,9 @@ class TrainFamily(ABC):
                 if p.requires_grad:
                     p.data = p.data.float()  # fp32 master weights for the small trainable part
         if cfg.gradient_checkpointing:
-            self.denoiser.enable_gradient_checkpointing()
+            from trainer.memory.modes import enable_checkpointing
+
+            enable_checkpointing(self.denoiser)
             if self.trains_text_encoder:
                 for te in self.text_encoders().values():
                     te.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -1,0 +1,1 @@
+"""GPU memory for the real base models: plan (torch-free), measure and apply memory modes."""
