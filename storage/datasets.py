@@ -239,6 +239,19 @@ class DatasetService:
         for (group, trigger, repeats), indices in by_group.items():
             await self.set_group(actor, name, group, indices, trigger=trigger, repeats=repeats)
 
+    async def _images_by_number(self, session: AsyncSession, ds: Dataset, wanted: Sequence[int]
+                                ) -> tuple[list[DatasetImage], dict[int, DatasetImage]]:
+        """The dataset's images and those numbered ``wanted`` by number; InvalidInput naming any that is missing."""
+        images = await self.images_of(session, ds.id)
+        by_pos = {i.position: i for i in images}
+        missing = [i for i in wanted if i not in by_pos]
+        if missing:
+            raise InvalidInput(
+                f"“{ds.name}” has no image {', '.join(f'#{m}' for m in missing[:10])} "
+                f"(it has {len(images)} image{'s' if len(images) != 1 else ''}).",
+                "Check the numbers with /dataset show.")
+        return images, by_pos
+
     # ---- groups (multi-concept datasets) ---------------------------------------------------------------------
 
     async def set_group(self, actor: Actor, name: str, group: str, indices: Sequence[int] = (), *,
@@ -262,14 +275,7 @@ class DatasetService:
                 spec["trigger"] = word
             if fixed is not None or auto_repeats:
                 spec["repeats"] = fixed
-            images = await self.images_of(session, ds.id)
-            by_pos = {i.position: i for i in images}
-            missing = [i for i in wanted if i not in by_pos]
-            if missing:
-                raise InvalidInput(
-                    f"“{ds.name}” has no image {', '.join(f'#{m}' for m in missing[:10])} "
-                    f"(it has {len(images)} image{'s' if len(images) != 1 else ''}).",
-                    "Check the numbers with /dataset show.")
+            images, by_pos = await self._images_by_number(session, ds, wanted)
             for i in wanted:
                 by_pos[i].group_name = stored
             ds.groups = groups  # a new dict, so the JSON column is written
@@ -342,14 +348,7 @@ class DatasetService:
             raise InvalidInput("No images given.", "Name the images by number, e.g. 3 or 2,5,7.")
         async with self.db.transaction() as session:
             ds = await self.load_owned(session, actor, name, for_update=True)
-            images = await self.images_of(session, ds.id)
-            by_pos = {i.position: i for i in images}
-            missing = [i for i in wanted if i not in by_pos]
-            if missing:
-                raise InvalidInput(
-                    f"“{ds.name}” has no image {', '.join(f'#{m}' for m in missing[:10])} "
-                    f"(it has {len(images)} image{'s' if len(images) != 1 else ''}).",
-                    "Check the numbers with /dataset show.")
+            images, by_pos = await self._images_by_number(session, ds, wanted)
             removed = [by_pos[i] for i in wanted]
             gone = {r.id for r in removed}
             await session.execute(delete(DatasetImage).where(DatasetImage.id.in_(gone)))
