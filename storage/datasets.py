@@ -229,12 +229,11 @@ class DatasetService:
 
     async def _groups_from_kohya_folders(self, actor: Actor, name: str, paths: list[str], report: AddReport) -> None:
         """Images added from kohya ``N_name/`` folders join group ``name`` with that trigger and N repeats.
-        ``report.files`` holds one result per file, by name."""
-        results = {f.name: f for f in report.files}
+        ``report.files`` is in the order of ``paths`` (one result per file)."""
         by_group: dict[tuple[str, str, int], list[int]] = {}
-        for path in paths:
-            folder, f = kohya_folder(path), results.get(path)
-            if folder and f is not None and f.added and f.index is not None:
+        for path, f in zip(paths, report.files, strict=True):
+            folder = kohya_folder(path)
+            if folder and f.added and f.index is not None:
                 by_group.setdefault(folder, []).append(f.index)
         for (group, trigger, repeats), indices in by_group.items():
             await self.set_group(actor, name, group, indices, trigger=trigger, repeats=repeats)

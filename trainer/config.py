@@ -269,10 +269,14 @@ def balanced_groups(groups: list, target_samples: int, epochs: int) -> list[Grou
     multi-concept folders: images × repeats about equal per concept); a group's explicit repeats wins."""
     specs = [g if isinstance(g, GroupSpec) else GroupSpec(**g) for g in groups]
     share = target_samples / max(1, len(specs))
+    # Repeats of the largest automatic group first, the others scaled from it: rounding each group on its own
+    # lets small runs drift apart (4 vs 8 images: 5 and 2 repeats, 20 vs 16 samples); scaling keeps them equal.
+    largest = max((g.images for g in specs if "repeats" not in g.model_fields_set), default=1)
+    base = auto_repeats(round(share), epochs, max(1, largest))
     out = []
     for g in specs:
         explicit = "repeats" in g.model_fields_set
-        repeats = g.repeats if explicit else auto_repeats(round(share), epochs, max(1, g.images))
+        repeats = g.repeats if explicit else max(1, min(100, round(base * largest / max(1, g.images))))
         out.append(g.model_copy(update={"repeats": repeats}))
     return out
 
