@@ -113,6 +113,7 @@ class DatasetManageMixin(DatasetCogBase):
                     indices: app_commands.Range[str, 1, 200] | None = None,
                     trigger: app_commands.Range[str, 1, 100] | None = None,
                     repeats: app_commands.Range[int, 1, 1000] | None = None, remove: bool = False) -> None:
+        await defer(interaction)  # acknowledge before the database
         me = await actor(interaction)
         datasets = self.services.datasets
         if remove:

@@ -20,6 +20,7 @@ async def _all_finished(services: Any, ids: list[int]) -> bool:
 
 
 async def test_two_workers_twenty_jobs_each_completed_once(services, actor, worker_process) -> None:
+    services.settings.max_queued_generations = 20  # one member queues all twenty (the default cap is 8)
     workers = [worker_process("generate"), worker_process("generate")]
     jobs = [await services.jobs.request_generation(actor, prompt=f"a red cube {i}", seed=i, steps=2)
             for i in range(20)]
