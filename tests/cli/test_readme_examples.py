@@ -27,20 +27,22 @@ SKIPPED = {
 }
 
 
-def readme_examples() -> list[str]:
-    """``atelier`` command lines from the README's bash code blocks, trailing comments removed."""
+def readme_examples() -> list[tuple[str, bool]]:
+    """``(command, refused)`` for each ``atelier`` line in the README's bash code blocks, trailing comment removed;
+    ``refused``: the comment says the command is refused (it must then exit 1 with its reason)."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    lines = []
+    examples = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        for line in block.splitlines():
-            line = re.sub(r"\s+#.*$", "", line.strip())
+        for raw in block.splitlines():
+            line, _, comment = raw.strip().partition("  #")
+            line = line.strip()
             if line.startswith("atelier ") or line.startswith("ATELIER_") and " atelier " in line:
-                lines.append(line)
-    return lines
+                examples.append((line, comment.strip().startswith("refused")))
+    return examples
 
 
 def test_readme_has_cli_examples() -> None:
-    examples = readme_examples()
+    examples = [line for line, _ in readme_examples()]
     assert any(e.startswith("atelier train ") for e in examples)
     assert any(e.startswith("atelier generate ") for e in examples)
 
@@ -57,13 +59,17 @@ def test_readme_cli_examples_run_as_written(tmp_path: Path, tmp_path_factory: py
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
                COLUMNS="120")
     ran = []
-    for line in readme_examples():
+    for line, refused in readme_examples():
         if any(line.startswith(prefix) for prefix in SKIPPED):
             continue
         proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=900)
-        assert proc.returncode == 0, f"README example failed: {line}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        expected = 1 if refused else 0
+        assert proc.returncode == expected, (f"README example exited {proc.returncode}, not {expected}: {line}\n"
+                                             f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        if refused:
+            assert "error" in (proc.stdout + proc.stderr).lower()
         ran.append(line)
     assert any(line.startswith("atelier train ") for line in ran)
-    assert len(list((tmp_path / "out").glob("*.png"))) == 2  # `generate … --count 2 --out out/`
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3  # `--count 2 --out out/`, then one group image
     assert (tmp_path / "sheet.png").stat().st_size > 0
