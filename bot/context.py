@@ -122,23 +122,6 @@ def ensure_owner(interaction: discord.Interaction, owner_id: int | str) -> None:
         raise NotYours()
 
 
-class OwnedView(discord.ui.View):
-    """A short-lived view (e.g. a confirmation) that only ``owner_id`` may use; others get "not yours"."""
-
-    def __init__(self, owner_id: int, *, timeout: float | None = 180) -> None:
-        super().__init__(timeout=timeout)
-        self.owner_id = owner_id
-
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        if interaction.user.id == self.owner_id:
-            return True
-        await report_error(interaction, NotYours())
-        return False
-
-    async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
-        await report_error(interaction, error)
-
-
 # -- persistent components -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

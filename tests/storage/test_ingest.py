@@ -12,14 +12,12 @@ import warnings
 import pytest
 from PIL import Image
 
-from storage.blobs import BlobStore
 from storage.errors import InvalidInput
 from storage.ingest import (
     ImageRejected,
     IngestLimits,
     NormalizedImage,
     find_near_duplicate,
-    ingest_many,
     normalize_image,
     normalize_many,
     phash_distance,
@@ -293,15 +291,6 @@ async def test_normalize_many_keeps_order_and_returns_rejections():
     kinds = [r.reason if isinstance(r, ImageRejected) else "ok" for r in results]
     assert kinds == ["ok", "empty", "animated", "ok", "bomb"]
     assert results[0].sha256 != results[3].sha256
-
-
-async def test_ingest_many_writes_accepted_images_to_the_store():
-    store = BlobStore("memory://test-ingest-many")
-    results = await ingest_many([H.photo_png(seed=8), H.text_renamed_png()], LIMITS, store)
-    ok, bad = results
-    assert isinstance(ok, NormalizedImage) and isinstance(bad, ImageRejected)
-    assert await store.get_bytes(ok.sha256) == ok.data
-    assert await store.list_hashes() == [ok.sha256]
 
 
 async def test_normalize_many_does_not_block_the_event_loop():
