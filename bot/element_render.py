@@ -38,7 +38,7 @@ def preview_embed(p: Any) -> discord.Embed:
         ("Base model", f"{p.base_model} ({p.family})", True),
         ("Category", p.category, True),
         ("Trigger word", f"`{p.trigger}`", True),
-        ("Schedule", f"{plural(p.epochs, 'epoch')} × {p.repeats} repeat{'s' * (p.repeats != 1)} = "
+        ("Schedule", f"{plural(p.epochs, 'epoch')} × {plural(p.repeats, 'repeat')} = "
                      f"{plural(p.total_steps, 'step')}", True),
         ("Estimated time", f"about {human_duration(p.estimate_seconds)} on a GPU", True),
         ("Training slots", slots, True),
