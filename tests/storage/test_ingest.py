@@ -86,6 +86,7 @@ def test_accepts_each_allowed_format_and_output_is_clean():
         decoded(img)
 
 
+@pytest.mark.slow
 def test_large_photos_are_stored_at_most_max_side_and_at_most_twice_their_upload():
     big = H.encode(Image.fromarray(H.photo_array(3872, 2592, seed=3)), "JPEG", quality=90)  # a 10 MP photo
     img = normalize_image(big, LIMITS)
