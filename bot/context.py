@@ -9,6 +9,10 @@ decorated by :func:`component`; the bot's :class:`ComponentRouter` turns each su
 
     @component("gen", "reroll")
     async def reroll(self, interaction: discord.Interaction, generation_id: str) -> None: ...
+
+The router itself only handles what DynamicItem cannot: modal submits (discord.py knows a modal only through the
+live object that opened it, gone after a restart), ``atelier:`` ids no handler knows (an "outdated" reply instead
+of "This interaction failed"), and ids that are not on the message the interaction names.
 """
 
 from __future__ import annotations
