@@ -19,6 +19,7 @@ PER_PAGE = 8
 
 async def browse_message(interaction: discord.Interaction, query: str | None, base: str | None, page: int
                          ) -> dict[str, Any]:
+    """One page of the Elements shared with this member, with Previous/Next buttons only they can press."""
     services = services_of(interaction)
     me = await actor(interaction)
     result = await services.elements.browse(me, query=query, base_model=base, page=page, per_page=PER_PAGE)

@@ -142,6 +142,7 @@ def test_request_validation(gen):
             gen.generate(SD15, _req(**kw))
 
 
+@pytest.mark.slow
 def test_aspect_preset_and_snapping(gen):
     res = gen.generate(SD15, _req(width=None, height=None, aspect="16:9"))
     assert (res.width, res.height) == (72, 40) == res.images[0].size
