@@ -269,16 +269,28 @@ class ComponentRouter:
 
 
 def _dynamic_item_runs(interaction: discord.Interaction) -> bool:
-    """Whether discord.py will build and run the route's DynamicItem: a component found on the interaction's
-    message (the same lookup as ``ViewStore.schedule_dynamic_item_call``)."""
+    """Whether discord.py will build and run the route's DynamicItem: the pressed component is on the
+    interaction's message (what ``ViewStore.schedule_dynamic_item_call`` looks up)."""
     message = interaction.message
     if interaction.type is not discord.InteractionType.component or message is None:
         return False
     data: Any = interaction.data or {}
     wanted = (data.get("component_type"), data.get("custom_id"))
-    view_cls = discord.ui.LayoutView if message.flags.components_v2 else discord.ui.View
-    items = view_cls.from_message(message, timeout=None).walk_children()
-    return any((item.type.value, getattr(item, "custom_id", None)) == wanted for item in items)
+    return wanted in _component_keys(message.components)
+
+
+def _component_keys(components: Any) -> set[tuple[int, str]]:
+    """(type, custom_id) of every component of a message, rows, containers and section accessories included."""
+    keys: set[tuple[int, str]] = set()
+    stack = list(components)
+    while stack:
+        comp = stack.pop()
+        if getattr(comp, "custom_id", None):
+            keys.add((comp.type.value, comp.custom_id))
+        stack.extend(getattr(comp, "children", ()) or ())
+        if getattr(comp, "accessory", None) is not None:
+            stack.append(comp.accessory)
+    return keys
 
 
 async def _owner_ok(interaction: discord.Interaction, parsed: ParsedId) -> bool:
