@@ -6,9 +6,9 @@ Measured side by side in one run, interleaved so background load hits every case
 the bot's visible reply stored by the emulator):
   * /help        : direct ephemeral reply (embed built from the command tree)
   * /ping        : defer, then follow-up (two HTTP calls)
-  * routed button: "Check again" on a /ping message, dispatched by bot.context.ComponentRouter (custom_id)
+  * routed button: "Check again" on a /ping message, a @component route run by its discord.py DynamicItem (custom_id)
   * View button  : the same edit from a classic per-message discord.ui.View callback (discord.py's view store)
-Ratios: routed / View button (the router should cost nothing extra; target ≤ 1.2) and /ping / /help.
+Ratios: routed / View button (a DynamicItem route should cost nothing extra; target ≤ 1.2) and /ping / /help.
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ class AtelierBot(commands.Bot):
         self.services = services
         self.settings = settings
         self.cog_modules = tuple(cogs)
-        self.router = ComponentRouter()
+        self.router = ComponentRouter(self)  # persistent buttons/selects/modals (bot.context)
         self.synced_commands: list[app_commands.AppCommand] = []
         self.force_sync = False  # `atelier bot --sync`: PUT the commands even when their hash is unchanged
         self.commands_synced = False  # whether this start PUT the commands (False: unchanged, read back)

@@ -13,17 +13,9 @@ import discord
 from discord import app_commands
 
 from bot import render
-from bot.context import actor
+from bot.context import actor, services_of
 from storage.actors import Actor
 from storage.errors import NotFound
-
-
-def services_of(interaction: discord.Interaction) -> Any:
-    services = getattr(interaction.client, "services", None)
-    if services is None or getattr(services, "jobs", None) is None:
-        raise RuntimeError("the bot was started without the job services (services.jobs)")
-    return services
-
 
 WORK_SLOTS = 6  # storage-heavy handler bodies running at once (after their acknowledgement)
 
@@ -56,14 +48,11 @@ def origin_of(interaction: discord.Interaction) -> dict[str, Any]:
 
 async def read_actor(interaction: discord.Interaction) -> Actor:
     """Like :func:`bot.context.actor` but read-only for users already known (autocomplete runs per keystroke)."""
-    services = getattr(interaction.client, "services", None)
     guild = str(interaction.guild_id) if interaction.guild_id else None
-    if services is not None:
-        try:
-            return await services.users.get(f"discord:{interaction.user.id}", guild_id=guild)
-        except NotFound:
-            pass
-    return await actor(interaction)
+    try:
+        return await services_of(interaction).users.get(f"discord:{interaction.user.id}", guild_id=guild)
+    except NotFound:
+        return await actor(interaction)
 
 
 def choices(pairs: Sequence[tuple[str, str]]) -> list[app_commands.Choice[str]]:

@@ -1,27 +1,36 @@
-"""What every cog needs around an interaction: answer within Discord's 3 s (defer, then follow up), reply,
-DM a user, and buttons whose custom_id carries the resource id (and owner) so they still work after a restart.
+"""What every cog needs around an interaction: the services, answering within Discord's 3 s (defer, then follow
+up), replies, DMs, and buttons whose custom_id carries the resource id (and owner) so they still work after a restart.
 
 Persistent components: build them with :func:`button` / :func:`custom_id` and handle them with a cog method
-decorated by :func:`component`; :class:`ComponentRouter` (owned by the bot) dispatches by custom_id::
+decorated by :func:`component`; the bot's :class:`ComponentRouter` turns each such method into a discord.py
+:class:`~discord.ui.DynamicItem`, so discord.py dispatches the press::
 
     view = routed_view(button("Re-roll", custom_id("gen", "reroll", generation_id, owner=user.id)))
 
     @component("gen", "reroll")
     async def reroll(self, interaction: discord.Interaction, generation_id: str) -> None: ...
+
+The router itself only handles what DynamicItem cannot: modal submits (discord.py knows a modal only through the
+live object that opened it, gone after a restart), ``atelier:`` ids no handler knows (an "outdated" reply instead
+of "This interaction failed"), and ids that are not on the message the interaction names.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.utils import MISSING
 
 from bot.errors import DM_CLOSED, NotYours, report_error
 from storage.actors import Actor
+
+if TYPE_CHECKING:
+    from storage.services import Services
 
 log = logging.getLogger("atelier.bot")
 
@@ -34,12 +43,20 @@ ComponentHandler = Callable[..., Awaitable[None]]
 
 # -- who is acting ---------------------------------------------------------------------------------------------
 
-async def actor(interaction: discord.Interaction) -> Actor:
-    """The storage :class:`Actor` for whoever triggered ``interaction`` (created on first sight), scoped to the
-    server it came from (None in DMs). Needs ``bot.services.users`` (storage.users.UserService)."""
-    services = getattr(interaction.client, "services", None)
+def services_of(source: discord.Interaction | discord.Client) -> Services:
+    """The storage use cases the bot was started with — the one way cogs reach them (from an interaction, or from
+    the bot where there is none, e.g. a message listener)."""
+    client = source.client if isinstance(source, discord.Interaction) else source
+    services = getattr(client, "services", None)
     if services is None:
         raise RuntimeError("the bot was started without services; pass build_services(...) to AtelierBot")
+    return services
+
+
+async def actor(interaction: discord.Interaction) -> Actor:
+    """The storage :class:`Actor` for whoever triggered ``interaction`` (created on first sight), scoped to the
+    server it came from (None in DMs)."""
+    services = services_of(interaction)
     guild = str(interaction.guild_id) if interaction.guild_id else None
     return await services.users.ensure(f"discord:{interaction.user.id}", interaction.user.display_name,
                                        guild_id=guild)
@@ -114,31 +131,6 @@ def modal_values(interaction: discord.Interaction) -> dict[str, str]:
     return values
 
 
-# -- ownership -------------------------------------------------------------------------------------------------
-
-def ensure_owner(interaction: discord.Interaction, owner_id: int | str) -> None:
-    """Raise :class:`NotYours` (→ a friendly ephemeral reply) unless the presser owns the resource."""
-    if interaction.user.id != int(owner_id):
-        raise NotYours()
-
-
-class OwnedView(discord.ui.View):
-    """A short-lived view (e.g. a confirmation) that only ``owner_id`` may use; others get "not yours"."""
-
-    def __init__(self, owner_id: int, *, timeout: float | None = 180) -> None:
-        super().__init__(timeout=timeout)
-        self.owner_id = owner_id
-
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        if interaction.user.id == self.owner_id:
-            return True
-        await report_error(interaction, NotYours())
-        return False
-
-    async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
-        await report_error(interaction, error)
-
-
 # -- persistent components -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -185,14 +177,14 @@ def component(noun: str, action: str) -> Callable[[ComponentHandler], ComponentH
 
 
 class RoutedButton(discord.ui.Button):
-    """A button handled by :class:`ComponentRouter` through its custom_id, not by a live View object."""
+    """A button sent to be handled through its custom_id (a :class:`ComponentRouter` route), not a live View."""
 
     def is_dispatchable(self) -> bool:
         return False  # keeps discord.py from storing a per-message view that would shadow nothing but cost memory
 
 
 class RoutedSelect(discord.ui.Select):
-    """A string select handled by :class:`ComponentRouter`; the chosen values are in ``interaction.data``."""
+    """A string select handled like :class:`RoutedButton`; the chosen values are in ``interaction.data``."""
 
     def is_dispatchable(self) -> bool:
         return False
@@ -216,15 +208,32 @@ def selected_values(interaction: discord.Interaction) -> list[str]:
 
 
 class ComponentRouter:
-    """Dispatches ``atelier:…`` component and modal interactions to the cog methods marked with @component."""
+    """Connects ``atelier:<noun>:<action>:…`` custom_ids to the cog methods marked with :func:`component`.
 
-    def __init__(self) -> None:
+    Buttons and selects go through discord.py: each route becomes a :class:`discord.ui.DynamicItem` class
+    (template ``atelier:<noun>:<action>[:…]``) registered with ``client.add_dynamic_items``, whose
+    ``interaction_check`` is the owner check. What DynamicItem cannot do stays in :meth:`dispatch`:
+
+    * **modal submits** — discord.py finds a submitted modal only through the live object that opened it, which a
+      restart (or another bot process) does not have;
+    * **our custom_ids that no handler knows** (posted by an older version, or a removed cog) — discord.py ignores
+      them and the member would see "This interaction failed"; here they get the "outdated" reply;
+    * **a custom_id that is not on the message the interaction names** — discord.py builds a DynamicItem from
+      that message's component and drops the interaction when there is none; the handler still runs here.
+    """
+
+    def __init__(self, client: discord.Client) -> None:
+        self._client = client
         self._routes: dict[tuple[str, str], ComponentHandler] = {}
+        self._items: dict[tuple[str, str], type[discord.ui.DynamicItem[Any]]] = {}
 
     def add(self, noun: str, action: str, handler: ComponentHandler) -> None:
-        if (noun, action) in self._routes:
+        key = (noun, action)
+        if key in self._routes:
             raise ValueError(f"two handlers for atelier:{noun}:{action}")
-        self._routes[(noun, action)] = handler
+        self._routes[key] = handler
+        self._items[key] = _dynamic_item(noun, action, handler)
+        self._client.add_dynamic_items(self._items[key])
 
     def register(self, obj: object) -> None:
         """Add every @component method of ``obj`` (a cog)."""
@@ -234,28 +243,95 @@ class ComponentRouter:
     def unregister(self, obj: object) -> None:
         for _, key in _marked_methods(type(obj)):
             self._routes.pop(key, None)
+            item = self._items.pop(key, None)
+            if item is not None:
+                self._client.remove_dynamic_items(item)
 
     @property
     def routes(self) -> list[str]:
         return sorted(f"{PREFIX}:{n}:{a}" for n, a in self._routes)
 
     async def dispatch(self, interaction: discord.Interaction) -> bool:
-        """Handle ``interaction`` if its custom_id is routed; True when it was ours."""
+        """Handle what discord.py will not (see the class docstring); True when this call handled it."""
         if interaction.type not in (discord.InteractionType.component, discord.InteractionType.modal_submit):
             return False
         parsed = parse_custom_id(str((interaction.data or {}).get("custom_id", "")))
         if parsed is None:
             return False
         handler = self._routes.get((parsed.noun, parsed.action))
-        try:
-            if handler is None:
-                raise discord.app_commands.CommandNotFound(f"{parsed.noun}:{parsed.action}", [])
-            if parsed.owner is not None:
-                ensure_owner(interaction, parsed.owner)
-            await handler(interaction, *parsed.args)
-        except Exception as exc:
-            await report_error(interaction, exc)
+        if handler is not None and _dynamic_item_runs(interaction):
+            return False
+        if handler is None:
+            await report_error(interaction, discord.app_commands.CommandNotFound(f"{parsed.noun}:{parsed.action}", []))
+        elif await _owner_ok(interaction, parsed):
+            await _run(handler, interaction, parsed)
         return True
+
+
+def _dynamic_item_runs(interaction: discord.Interaction) -> bool:
+    """Whether discord.py will build and run the route's DynamicItem: the pressed component is on the
+    interaction's message (what ``ViewStore.schedule_dynamic_item_call`` looks up)."""
+    message = interaction.message
+    if interaction.type is not discord.InteractionType.component or message is None:
+        return False
+    data: Any = interaction.data or {}
+    wanted = (data.get("component_type"), data.get("custom_id"))
+    return wanted in _component_keys(message.components)
+
+
+def _component_keys(components: Any) -> set[tuple[int, str]]:
+    """(type, custom_id) of every component of a message, rows, containers and section accessories included."""
+    keys: set[tuple[int, str]] = set()
+    stack = list(components)
+    while stack:
+        comp = stack.pop()
+        if getattr(comp, "custom_id", None):
+            keys.add((comp.type.value, comp.custom_id))
+        stack.extend(getattr(comp, "children", ()) or ())
+        if getattr(comp, "accessory", None) is not None:
+            stack.append(comp.accessory)
+    return keys
+
+
+async def _owner_ok(interaction: discord.Interaction, parsed: ParsedId) -> bool:
+    """When the custom_id names an owner, everyone else gets a "not yours" reply."""
+    if parsed.owner is None or interaction.user.id == parsed.owner:
+        return True
+    await report_error(interaction, NotYours())
+    return False
+
+
+async def _run(handler: ComponentHandler, interaction: discord.Interaction, parsed: ParsedId) -> None:
+    try:
+        await handler(interaction, *parsed.args)
+    except Exception as exc:  # the bot's one error reply (a hint, or a reference for a bug)
+        await report_error(interaction, exc)
+
+
+def _dynamic_item(noun: str, action: str, handler: ComponentHandler) -> type[discord.ui.DynamicItem[Any]]:
+    """A DynamicItem class for one route: discord.py builds it from the pressed component and calls it."""
+    template = re.compile(rf"{PREFIX}:{re.escape(noun)}:{re.escape(action)}(?::[^:]+)*")
+
+    class Routed(discord.ui.DynamicItem[discord.ui.Item[Any]], template=template):
+        @classmethod
+        async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                                 match: re.Match[str], /) -> Routed:
+            return cls(item)
+
+        @property
+        def parsed(self) -> ParsedId:
+            parsed = parse_custom_id(self.custom_id)
+            assert parsed is not None  # the template only matches our custom_ids
+            return parsed
+
+        async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+            return await _owner_ok(interaction, self.parsed)
+
+        async def callback(self, interaction: discord.Interaction) -> None:
+            await _run(handler, interaction, self.parsed)
+
+    Routed.__name__ = Routed.__qualname__ = f"Routed[{noun}:{action}]"
+    return Routed
 
 
 def _marked_methods(cls: type) -> list[tuple[str, tuple[str, str]]]:

@@ -10,6 +10,7 @@ import discord
 from bot import render
 from bot.context import button, custom_id, routed_view
 from bot.render import escape, human_duration, plural
+from storage.export_privacy import SHARED_DOWNLOAD_NOTE
 
 VISIBILITY_LABEL = {"private": "🔒 private", "server": "🏠 this server", "public": "🌍 public"}
 STATUS_LABEL = {"training": "⏳ training", "ready": "✅ ready", "failed": "❌ failed"}
@@ -38,7 +39,7 @@ def preview_embed(p: Any) -> discord.Embed:
         ("Base model", f"{p.base_model} ({p.family})", True),
         ("Category", p.category, True),
         ("Trigger word", f"`{p.trigger}`", True),
-        ("Schedule", f"{plural(p.epochs, 'epoch')} × {p.repeats} repeat{'s' * (p.repeats != 1)} = "
+        ("Schedule", f"{plural(p.epochs, 'epoch')} × {plural(p.repeats, 'repeat')} = "
                      f"{plural(p.total_steps, 'step')}", True),
         ("Estimated time", f"about {human_duration(p.estimate_seconds)} on a GPU", True),
         ("Training slots", slots, True),
@@ -213,3 +214,24 @@ def browse_embed(page: Any, *, query: str | None, base: str | None) -> discord.E
     return render.embed(title.strip(), render.bullets(lines, bullet="").strip(),
                         footer=f"Page {page.page + 1}/{page.pages} · {plural(page.total, 'Element')} · "
                                "use one with /generate element1:#id")
+
+
+def delete_confirm(info: Any, owner_id: int) -> dict[str, Any]:
+    view = routed_view(
+        button("Delete", custom_id("el", "del", info.id, owner=owner_id), style=discord.ButtonStyle.danger,
+               emoji="🗑️"),
+        button("Keep", custom_id("el", "keep", owner=owner_id)))
+    used = f" It was used {info.usage_count} times by others." if info.usage_count else ""
+    return {"content": f"Delete the Element “{escape(info.name)}” and its files for good?{used}", "view": view}
+
+
+def share_text(info: object) -> str:
+    name = escape(getattr(info, "name", ""))
+    vis = getattr(info, "visibility", "")
+    if vis == "public":
+        return (f"🌍 “{name}” is now public: anyone can find it with /element browse and use it (credited to you). "
+                f"{SHARED_DOWNLOAD_NOTE}")
+    if vis == "server":
+        return (f"🏠 “{name}” is now shared with this server: members can find it with /element browse. "
+                f"{SHARED_DOWNLOAD_NOTE}")
+    return f"🔒 “{name}” is private again: only you can see and use it."

@@ -16,7 +16,6 @@ from storage.settings import SettingsError
 log = logging.getLogger("atelier.bot")
 
 DM_CLOSED = 50007  # Discord: "Cannot send messages to this user"
-UNKNOWN_INTERACTION = 10062
 
 
 class BotStartupError(SettingsError):

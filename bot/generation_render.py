@@ -134,3 +134,13 @@ def compose_strength_grid(tiles: Sequence[tuple[str, bytes | None]]) -> bytes:
     buf = io.BytesIO()
     sheet.save(buf, "PNG", optimize=False)
     return buf.getvalue()
+
+
+def queued_text(job: object, *, what: str = "Your images are") -> str:
+    position = getattr(job, "queue_position", None)
+    where = f"position {position} in the queue" if position else "queued"
+    return f"🎨 {what} {where} (job {getattr(job, 'id', '?')}). I'll post the result in this channel."
+
+
+def cancel_view(job_id: int, owner_id: int) -> discord.ui.View:
+    return routed_view(button("Cancel", custom_id("job", "cancel", job_id, owner=owner_id), emoji="✖️"))

@@ -6,6 +6,10 @@ from collections.abc import Iterable, Sequence
 
 import discord
 
+from storage.wording import plural
+
+__all__ = ["plural"]  # re-exported: the cogs and renderers take it from here
+
 CONTENT_LIMIT = 2000
 TITLE_LIMIT = 256
 DESCRIPTION_LIMIT = 4096
@@ -24,11 +28,6 @@ ERROR = 0xE74C3C
 def truncate(text: str, limit: int, *, ellipsis: str = "…") -> str:
     """``text`` cut to ``limit`` characters, marking the cut."""
     return text if len(text) <= limit else text[: max(0, limit - len(ellipsis))] + ellipsis
-
-
-def plural(count: int, singular: str, plural_form: str | None = None) -> str:
-    """``plural(1, "image")`` → "1 image", ``plural(3, "image")`` → "3 images"."""
-    return f"{count} {singular if count == 1 else (plural_form or singular + 's')}"
 
 
 def human_bytes(size: float) -> str:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 # Where a command writes its file(s): one spelling for every command, ``--output`` accepted as an alias.
 OUT_FLAGS = ("--out", "--output", "-o")
 
@@ -85,6 +86,15 @@ def fail(message: str, *, as_json: bool, code: str = "error", hint: str = "") ->
         text = f"{message} {hint}".strip()
         err_console().print(f"[bold red]error:[/] {text}", markup=True, highlight=False)
     return typer.Exit(1)
+
+
+def confirm_delete(question: str, *, yes: bool, as_json: bool) -> None:
+    """Ask ``question`` before deleting unless ``--yes``; with --json there is no one to ask, so --yes is needed."""
+    if yes:
+        return
+    if as_json:
+        raise fail("Deleting needs --yes in --json mode.", as_json=True, code="invalid")
+    typer.confirm(question, abort=True)
 
 
 def run(ctx: typer.Context, as_json: bool, fn: Callable[[Services, Actor], Awaitable[T]], *,

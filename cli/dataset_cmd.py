@@ -9,7 +9,20 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from cli.common import OUT_FLAGS, JsonOpt, err_console, escape, fail, out, print_json, run, wants_json
+from cli.common import (
+    OUT_FLAGS,
+    JsonOpt,
+    YesOpt,
+    confirm_delete,
+    err_console,
+    escape,
+    fail,
+    out,
+    print_json,
+    run,
+    wants_json,
+)
+from storage.wording import plural
 
 if TYPE_CHECKING:
     from storage.dataset_views import AddReport, IncomingFile
@@ -149,7 +162,7 @@ def _report(report: AddReport, extra: list[dict], as_json: bool) -> None:
                 hint = f" {escape(r['hint'])}" if r.get("hint") else ""
                 con.print(f"[red]refused[/]      {escape(r['filename'])}: {escape(r['reason'])}{hint}")
         con.print(f"{added} added, {len(rows) - added} refused; “{escape(report.dataset)}” has "
-                  f"{report.image_count} image{'' if report.image_count == 1 else 's'}.")
+                  f"{plural(report.image_count, 'image')}.")
     if rows and added == 0:
         raise typer.Exit(1)
 
@@ -197,7 +210,7 @@ def remove(ctx: typer.Context, name: NameArg,
     removed = run(ctx, as_json, lambda s, a: s.datasets.remove_images(a, name, wanted))
     if as_json:
         return print_json({"ok": True, "removed": removed})
-    out().print(f"Removed {len(removed)} image{'s' if len(removed) != 1 else ''}: "
+    out().print(f"Removed {plural(len(removed), 'image')}: "
                 + ", ".join(f"#{r.index}" for r in removed) + ". The others were renumbered.")
 
 
@@ -271,19 +284,14 @@ def rename(ctx: typer.Context, name: NameArg, new_name: Annotated[str, typer.Arg
 
 
 @app.command()
-def delete(ctx: typer.Context, name: NameArg,
-           yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-           json: JsonOpt = False) -> None:
+def delete(ctx: typer.Context, name: NameArg, yes: YesOpt = False, json: JsonOpt = False) -> None:
     """Delete a dataset (Elements trained on it keep working)."""
     as_json = wants_json(ctx, json)
-    if not yes and not as_json:
-        typer.confirm(f"Delete dataset “{name}” and its images?", abort=True)
-    elif not yes:
-        raise fail("Deleting needs --yes in --json mode.", as_json=True, code="invalid")
+    confirm_delete(f"Delete dataset “{name}” and its images?", yes=yes, as_json=as_json)
     info = run(ctx, as_json, lambda s, a: s.datasets.delete(a, name))
     if as_json:
         return print_json({"ok": True, "deleted": info})
-    out().print(f"Deleted “{escape(info.name)}” ({info.image_count} images).")
+    out().print(f"Deleted “{escape(info.name)}” ({plural(info.image_count, 'image')}).")
 
 
 @app.command()

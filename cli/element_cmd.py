@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import OUT_FLAGS, JsonOpt, escape, fail, out, print_json, run, wants_json
+from cli.common import (
+    OUT_FLAGS,
+    JsonOpt,
+    YesOpt,
+    confirm_delete,
+    escape,
+    out,
+    print_json,
+    run,
+    wants_json,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Your trained Elements and shared ones: list, info, share, export.")
 
@@ -92,15 +102,10 @@ def share(ctx: typer.Context, ref: RefArg,
 
 
 @app.command()
-def delete(ctx: typer.Context, ref: RefArg,
-           yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-           json: JsonOpt = False) -> None:
+def delete(ctx: typer.Context, ref: RefArg, yes: YesOpt = False, json: JsonOpt = False) -> None:
     """Delete an Element of yours (its weights go too)."""
     as_json = wants_json(ctx, json)
-    if not yes and not as_json:
-        typer.confirm(f"Delete Element “{ref}”?", abort=True)
-    elif not yes:
-        raise fail("Deleting needs --yes in --json mode.", as_json=True, code="invalid")
+    confirm_delete(f"Delete Element “{ref}”?", yes=yes, as_json=as_json)
     e = run(ctx, as_json, lambda s, a: s.elements.delete(a, ref))
     if as_json:
         return print_json({"ok": True, "deleted": e})

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from storage.wording import plural
+
 _BG = (30, 31, 34)
 _CELL_BG = (43, 45, 49)
 _TEXT = (230, 232, 235)
@@ -136,7 +138,7 @@ def render_contact_sheet(
 
     sheet = Image.new("RGB", (width, height), _BG)
     draw = ImageDraw.Draw(sheet)
-    subtitle = f"{n} image{'s' if n != 1 else ''}"
+    subtitle = plural(n, "image")
     title = _displayable(title, 20)
     draw.text((_PAD + 4, 10), _ellipsize(title, title_font, width - 140), font=title_font, fill=_TEXT)
     draw.text((width - _PAD - 4, 14), subtitle, font=cap_font, fill=_MUTED, anchor="ra")

@@ -54,6 +54,7 @@ from storage.lint import Finding
 from storage.models import Dataset, DatasetImage, UploadSession, User, utcnow
 from storage.names import clean_caption, clean_text, normalize_name, text_key
 from storage.settings import Family, Settings
+from storage.wording import plural
 
 MAX_DESCRIPTION = 1000
 MAX_DATASETS_PER_USER = 200
@@ -152,7 +153,7 @@ class DatasetService:
     async def autocomplete(self, actor: Actor, prefix: str, *, limit: int = 25) -> list[tuple[str, str]]:
         """(label, value) choices among the actor's datasets whose name contains ``prefix``."""
         text = text_key(clean_text(prefix or "", max_len=64))
-        return [(f"{d.name} ({d.image_count} image{'s' if d.image_count != 1 else ''})"[:100], d.name)
+        return [(f"{d.name} ({plural(d.image_count, 'image')})"[:100], d.name)
                 for d in await self.list(actor) if text in text_key(d.name)][:max(1, min(limit, 25))]
 
     async def get(self, actor: Actor, name: str) -> DatasetInfo:
@@ -247,7 +248,7 @@ class DatasetService:
         if missing:
             raise InvalidInput(
                 f"“{ds.name}” has no image {', '.join(f'#{m}' for m in missing[:10])} "
-                f"(it has {len(images)} image{'s' if len(images) != 1 else ''}).",
+                f"(it has {plural(len(images), 'image')}).",
                 "Check the numbers with /dataset show.")
         return images, by_pos
 
@@ -403,7 +404,7 @@ class DatasetService:
 
         info = await self.get(actor, name)
         images = info.images or []
-        title = f"{info.name} — {info.image_count} image{'s' if info.image_count != 1 else ''}"
+        title = f"{info.name} — {plural(info.image_count, 'image')}"
         async with self._heavy():
             paths = [await self.blobs.open_local(i.blob_hash) for i in images]
             items = [(i.index, p, i.caption) for i, p in zip(images, paths, strict=True)]

@@ -12,7 +12,6 @@ the last of them finished (:meth:`GenerationService.grid_members`).
 
 from __future__ import annotations
 
-import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,12 +23,12 @@ from sqlalchemy import delete, select
 from storage.actors import Actor
 from storage.blob_gc import BlobCollector, tombstone
 from storage.dataset_views import AddReport, IncomingFile
+from storage.dispatch import enqueue_committed
 from storage.errors import InvalidInput, NotFound
 from storage.job_views import JobInfo
 from storage.models import Generation, Job, JobKind, JobStatus
 from storage.names import clean_caption
 
-log = logging.getLogger(__name__)
 GRID_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 GRID_SCAN = 300  # recent generation jobs of one owner searched for grid siblings
 
@@ -214,17 +213,8 @@ class GenerationService:
                 created.append(job)
             await session.flush()
         for job in created:
-            await self._enqueue(job)
+            await enqueue_committed(self.jobs.enqueuer, job)
         return [first, *(JobInfo.of(j) for j in created)]
-
-    async def _enqueue(self, job: Job) -> None:
-        enqueuer = getattr(self.jobs, "enqueuer", None)
-        if enqueuer is None:
-            return
-        try:
-            await enqueuer.enqueue(job)
-        except Exception as exc:  # noqa: BLE001 — the row is committed; the reconciler enqueues it
-            log.warning("grid job %s committed but not enqueued (%s); the reconciler will", job.id, exc)
 
     async def grid_members(self, owner_id: int, group: str) -> list[GridMember]:
         """The jobs of one strength grid, by index (only those found among the owner's recent jobs)."""

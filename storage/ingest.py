@@ -38,7 +38,6 @@ from storage.errors import InvalidInput
 from storage.sniff import ALLOWED, header_size, sniff_format
 
 if TYPE_CHECKING:
-    from storage.blobs import BlobStore
     from storage.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -302,19 +301,6 @@ async def normalize_many(
 
     Rejections are returned, not raised, so one bad file never sinks the batch.
     """
-    return await _run_many(items, limits, None, concurrency)
-
-
-async def ingest_many(
-    items: Sequence[Source], limits: IngestLimits, store: BlobStore, *, concurrency: int = 2
-) -> list[NormalizedImage | ImageRejected]:
-    """Like :func:`normalize_many`, and also writes each accepted image to ``store`` (files before rows)."""
-    return await _run_many(items, limits, store, concurrency)
-
-
-async def _run_many(
-    items: Sequence[Source], limits: IngestLimits, store: BlobStore | None, concurrency: int
-) -> list[NormalizedImage | ImageRejected]:
     sem = asyncio.Semaphore(max(1, concurrency))
 
     def work(source: Source) -> NormalizedImage | ImageRejected:
@@ -327,8 +313,6 @@ async def _run_many(
             return exc.with_traceback(None)
         except InvalidInput as exc:  # an unreadable zip entry: a refusal like any other
             return ImageRejected(exc.message, exc.hint or "Zip the file again and add it.", reason="archive")
-        if store is not None:
-            store.put_bytes_sync(img.data)
         return img
 
     async def one(source: Source) -> NormalizedImage | ImageRejected:

@@ -8,7 +8,6 @@ the job — the reconciler enqueues queued rows that Redis does not hold. Worker
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
@@ -19,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.actors import Actor
 from storage.dataset_groups import training_groups
+from storage.dispatch import enqueue_committed
 from storage.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from storage.job_transitions import end_job, note_base
 from storage.job_views import JobInfo
@@ -33,8 +33,8 @@ from storage.training_rules import (
     plan_memory,
     trainable_base,
 )
+from storage.wording import plural
 
-log = logging.getLogger(__name__)
 MAX_PROMPT = 2000
 MAX_SEED = 2**63 - 1 - 4  # BigInteger column; the engine uses seed + i for a batch of up to 4
 
@@ -149,7 +149,7 @@ class JobService:
         active = await self._active(session, actor, JobKind.GENERATE)
         if active + adding > limit:
             raise QuotaExceeded(
-                f"You have {active} generation{'s' if active != 1 else ''} waiting; at most {limit} can be queued "
+                f"You have {plural(active, 'generation')} waiting; at most {limit} can be queued "
                 f"at once{f' (this asks for {adding})' if adding > 1 else ''}.",
                 "Wait for some to finish (see /jobs).")
 
@@ -308,12 +308,7 @@ class JobService:
         return JobInfo.of(job, queue_position=position)
 
     async def _enqueue(self, job: Job) -> None:
-        if self.enqueuer is None:
-            return
-        try:
-            await self.enqueuer.enqueue(job)
-        except Exception as exc:  # noqa: BLE001 — the row is committed; the reconciler will enqueue it
-            log.warning("job %s committed but not enqueued (%s); the reconciler will retry", job.id, exc)
+        await enqueue_committed(self.enqueuer, job)
 
     # ---- following -------------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import Literal
 
 from storage.ingest import phash_distance
 from storage.settings import Family, ImageLimits
+from storage.wording import plural
 
 Severity = Literal["error", "warning", "info"]
 _ORDER = {"error": 0, "warning": 1, "info": 2}
@@ -79,7 +80,7 @@ def _count_findings(images: Sequence[ImageFacts], category: str | None, fam: Fam
     n = len(images)
     if n < limits.min_images:
         return [Finding("error", "too_few_images",
-                        f"The dataset has {n} image{'s' if n != 1 else ''}; training needs at least "
+                        f"The dataset has {plural(n, 'image')}; training needs at least "
                         f"{limits.min_images}.",
                         f"Add {limits.min_images - n} more (varied poses, backgrounds and lighting).")]
     max_n = limits.max_for(fam) if fam else max(limits.max_images.values())

@@ -234,11 +234,6 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
-    @property
-    def arq_job_id(self) -> str:
-        """Deterministic arq id: a double click or retried request enqueues the same attempt once."""
-        return f"atelier:{self.kind}:{self.id}:{self.attempts}"
-
 
 class Generation(Base):
     __tablename__ = "generations"

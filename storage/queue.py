@@ -1,7 +1,7 @@
 """The arq side of jobs: queue names, the msgpack serializer, and the enqueuer.
 
 Redis carries only ids. The database row is the truth: a row is committed first, then enqueued under a
-deterministic arq job id (``Job.arq_job_id`` = kind + row id + dispatch number), so enqueueing the same dispatch twice
+deterministic arq job id (:func:`arq_job_id` = kind + row id + dispatch number), so enqueueing the same dispatch twice
 is a no-op while arq still holds it, and the reconciler can tell whether a queued row is missing from Redis.
 """
 
@@ -75,8 +75,6 @@ class Enqueuer:
 
     async def aclose(self) -> None:
         await self.redis.aclose(close_connection_pool=True)
-
-    close = aclose
 
     async def enqueue(self, job: Any) -> bool:
         """Enqueue a committed ``Job`` row (or any object with kind/id/attempts); True if newly added.

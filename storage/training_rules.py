@@ -8,6 +8,7 @@ from typing import Any
 from storage.errors import InvalidInput
 from storage.models import Category
 from storage.settings import BaseModelSpec, Settings
+from storage.wording import plural
 
 
 def trainable_base(settings: Settings, base_model: str) -> BaseModelSpec:
@@ -33,7 +34,7 @@ def parse_category(category: str) -> str:
 def check_image_count(settings: Settings, n: int, dataset: str, base_model: str, family: str) -> None:
     lo, hi = settings.image_limits.min_images, settings.image_limits.max_for(family)
     if n < lo:
-        raise InvalidInput(f"“{dataset}” has {n} image{'s' * (n != 1)}; training needs at least {lo}.",
+        raise InvalidInput(f"“{dataset}” has {plural(n, 'image')}; training needs at least {lo}.",
                            f"Add {lo - n} more with /dataset add (the guides suggest {lo}–{hi}).")
     if n > hi:
         raise InvalidInput(f"“{dataset}” has {n} images; {base_model} ({family}) trains on at most {hi}.",

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -95,13 +94,6 @@ def read_diffusers_lora(path: Path) -> dict[str, dict[str, torch.Tensor]]:
         value = value.float()
         out.setdefault(comp, {})[rest] = value / scale if rest.endswith(".lora_B.weight") else value
     return out
-
-
-def copy_atomic(src: Path, dst: Path) -> Path:
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-    return dst
 
 
 # ---------------------------------------------------------------------------------------------- kohya: SD

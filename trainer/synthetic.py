@@ -91,16 +91,3 @@ def make_dataset(out_dir: Path, *, count: int = 12, scheme: str = "orange-on-tea
         img.save(path)
         items.append(TrainItem(image_path=path, caption=caption))
     return items
-
-
-def mean_colour(images: list[Image.Image]) -> tuple[float, float, float]:
-    """Average RGB over all pixels of all images (0–255)."""
-    total = [0.0, 0.0, 0.0]
-    pixels = 0
-    for img in images:
-        rgb = img.convert("RGB")
-        n = rgb.width * rgb.height
-        for k, channel in enumerate(rgb.split()):
-            total[k] += sum(i * c for i, c in enumerate(channel.histogram()))
-        pixels += n
-    return tuple(t / max(1, pixels) for t in total)  # type: ignore[return-value]

@@ -26,11 +26,6 @@ RECIPE_VERSION = 2  # 2: tiny Flux has Flux-dev's guidance embedding
 SEED = 1234
 
 
-def vae_kind(family: FamilyName) -> str:
-    """SD1.5 and SDXL share one 4-channel VAE; Flux has its own (no quant convs, shift factor)."""
-    return "flux" if family == "flux" else "sd"
-
-
 def vae_asset_path(kind: str) -> Path:
     return ASSETS_DIR / f"tiny_vae_{kind}.safetensors"
 

@@ -20,6 +20,7 @@ from arq import cron
 from arq.connections import ArqRedis
 from arq.worker import Worker, func
 
+from storage.dispatch import enqueue_committed
 from storage.job_transitions import JobTransitions
 from storage.queue import FUNCTIONS, QUEUES, Enqueuer, deserialize, serialize
 from storage.queue import connect as connect_redis
@@ -75,12 +76,7 @@ class WorkerApp:
             log.debug("publish for job %s failed: %s", job_id, exc)
 
     async def enqueue(self, job: Any) -> None:
-        if self.enqueuer is None:
-            return
-        try:
-            await self.enqueuer.enqueue(job)
-        except Exception as exc:  # noqa: BLE001 — the reconciler enqueues what is missing
-            log.warning("could not enqueue job %s (%s); the reconciler will", job.id, exc)
+        await enqueue_committed(self.enqueuer, job)
 
     async def release_generation_pipelines(self) -> None:
         """Free the GPU memory resident generation pipelines hold (waits for a generation in progress)."""

@@ -14,14 +14,14 @@ never relied on; ``/admin`` is visible to all members so Atelier admins without 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.context import actor, defer, reply
+from bot.context import actor, defer, reply, services_of
 from bot.dataset_render import quota_text
 from storage.actors import Actor
 from storage.errors import Forbidden, InvalidInput
@@ -42,12 +42,6 @@ def is_server_admin(interaction: discord.Interaction) -> bool:
         return False
     perms = interaction.permissions
     return bool(perms.administrator or perms.manage_guild)
-
-
-def _services(bot: AtelierBot) -> Any:
-    if bot.services is None:
-        raise RuntimeError("the bot was started without services; pass build_services(...) to AtelierBot")
-    return bot.services
 
 
 def _channels_text(config: GuildConfig) -> str:
@@ -101,7 +95,7 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Atelier an
             raise NOT_ATELIER_ADMIN
         if user.bot:
             raise InvalidInput(f"{render.escape(user.display_name)} is a bot.", "Pick a person.")
-        services = _services(self.bot)
+        services = services_of(interaction)
         info = await services.quotas.set_limit(me, f"discord:{user.id}", slots)
         who = render.escape(user.display_name)
         period = render.plural(services.settings.quota_period_days, "day")
@@ -121,7 +115,7 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Atelier an
     @app_commands.describe(channel="The channel")
     async def channels_add(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
         me, guild_admin = await self._server_admin(interaction)
-        config = await _services(self.bot).guilds.add_generation_channels(
+        config = await services_of(interaction).guilds.add_generation_channels(
             me, str(interaction.guild_id), [channel.id], is_guild_admin=guild_admin)
         await reply(interaction, f"✅ Added {channel.mention}. " + _channels_text(config))
 
@@ -129,17 +123,17 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Atelier an
     @app_commands.describe(channel="The channel")
     async def channels_remove(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
         me, guild_admin = await self._server_admin(interaction)
-        before = await _services(self.bot).guilds.get(str(interaction.guild_id))
+        before = await services_of(interaction).guilds.get(str(interaction.guild_id))
         if str(channel.id) not in before.generation_channels:
             raise InvalidInput(f"{channel.mention} is not on the list.", _channels_text(before))
-        config = await _services(self.bot).guilds.remove_generation_channels(
+        config = await services_of(interaction).guilds.remove_generation_channels(
             me, str(interaction.guild_id), [channel.id], is_guild_admin=guild_admin)
         await reply(interaction, f"✅ Removed {channel.mention}. " + _channels_text(config))
 
     @channels.command(name="list", description="Where /generate is allowed on this server")
     async def channels_list(self, interaction: discord.Interaction) -> None:
         await self._server_admin(interaction)
-        config = await _services(self.bot).guilds.get(str(interaction.guild_id))
+        config = await services_of(interaction).guilds.get(str(interaction.guild_id))
         await reply(interaction, _channels_text(config))
 
     # -- banned words ------------------------------------------------------------------------------------------
@@ -148,7 +142,7 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Atelier an
     @app_commands.describe(words="One or more words or phrases, separated by commas")
     async def words_add(self, interaction: discord.Interaction, words: app_commands.Range[str, 1, 1000]) -> None:
         me, guild_admin = await self._server_admin(interaction)
-        config = await _services(self.bot).guilds.add_banned_words(
+        config = await services_of(interaction).guilds.add_banned_words(
             me, str(interaction.guild_id), _words(words), is_guild_admin=guild_admin)
         await reply(interaction, "✅ Saved. " + _words_text(config))
 
@@ -157,7 +151,7 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Atelier an
     async def words_remove(self, interaction: discord.Interaction,
                            words: app_commands.Range[str, 1, 1000]) -> None:
         me, guild_admin = await self._server_admin(interaction)
-        guilds = _services(self.bot).guilds
+        guilds = services_of(interaction).guilds
         wanted = _words(words)
         before = await guilds.get(str(interaction.guild_id))
         config = await guilds.remove_banned_words(me, str(interaction.guild_id), wanted, is_guild_admin=guild_admin)
@@ -168,7 +162,7 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Atelier an
     @banned_words.command(name="list", description="The words banned on this server")
     async def words_list(self, interaction: discord.Interaction) -> None:
         await self._server_admin(interaction)
-        config = await _services(self.bot).guilds.get(str(interaction.guild_id))
+        config = await services_of(interaction).guilds.get(str(interaction.guild_id))
         await reply(interaction, _words_text(config))
 
 
@@ -180,7 +174,7 @@ class Quota(commands.Cog):
     async def quota(self, interaction: discord.Interaction) -> None:
         await defer(interaction)
         me = await actor(interaction)
-        services = _services(self.bot)
+        services = services_of(interaction)
         info = await services.quotas.remaining(me)
         await reply(interaction, quota_text(info, await services.datasets.storage_use(me)))
 

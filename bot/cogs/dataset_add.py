@@ -29,6 +29,7 @@ from bot.context import (
     reply,
     routed_view,
     selected_values,
+    services_of,
     update,
 )
 from bot.dataset_render import add_report_embed
@@ -66,7 +67,7 @@ class PendingPicks:
 
     @property
     def store(self) -> Any:
-        return self.bot.services.bot_state
+        return services_of(self.bot).bot_state
 
     async def put(self, owner: int, message_id: int, refs: list[AttachmentRef]) -> None:
         await self.store.put(self.KIND, f"{owner}:{message_id}", {"refs": [dataclasses.asdict(r) for r in refs]},

@@ -13,6 +13,7 @@ from discord import app_commands
 
 from bot import render
 from bot.attachments import AttachmentDownloader, AttachmentLike, Downloaded, SizeCaps
+from bot.context import services_of
 from storage.actors import Actor
 from storage.archive import ArchiveRejected
 from storage.dataset_views import AddReport, FileResult
@@ -34,10 +35,7 @@ class DatasetCogBase:
 
     @property
     def services(self) -> Any:
-        services = self.bot.services
-        if services is None:
-            raise RuntimeError("the bot was started without services; pass build_services(...) to AtelierBot")
-        return services
+        return services_of(self.bot)
 
     def caps(self, interaction: discord.Interaction | None = None) -> SizeCaps:
         limit = interaction.filesize_limit if interaction is not None else None

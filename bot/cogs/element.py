@@ -1,7 +1,8 @@
 """``/element`` — train, list, info, share, browse, export, delete.
 
 Parse → call a use case (storage.elements / storage.jobs) → render (bot.element_render). Buttons and menus of
-these commands are handled in bot/cogs/element_buttons.py; the training confirmation in bot/cogs/train.py.
+these commands are handled in bot/cogs/element_buttons.py (answers both use: bot/element_replies.py); the
+training confirmation in bot/cogs/train.py.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import element_render as er
-from bot.cog_helpers import choices, read_actor, safe_choices, services_of
-from bot.cogs.element_buttons import browse_message, delete_confirm, send_export
+from bot.cog_helpers import choices, read_actor, safe_choices
 from bot.cogs.train import overrides_from, train_command
-from bot.context import actor, defer, reply
-from bot.render import escape
+from bot.context import actor, defer, reply, services_of
+from bot.element_replies import browse_message, send_export
 from storage.errors import Forbidden
-from storage.export_privacy import SHARED_DOWNLOAD_NOTE
 from storage.models import Category
 
 if TYPE_CHECKING:
@@ -70,7 +69,7 @@ class Elements(commands.Cog):
         async def make() -> list[app_commands.Choice[str]]:
             me = await read_actor(interaction)
             needle = current.strip().casefold()
-            found = await self.bot.services.datasets.list(me)
+            found = await services_of(interaction).datasets.list(me)
             return choices([(f"{d.name} ({d.image_count} images)", d.name) for d in found
                             if needle in d.name.casefold()])
         return await safe_choices(make)
@@ -128,7 +127,7 @@ class Elements(commands.Cog):
         me = await actor(interaction)
         info = await services_of(interaction).elements.share(
             me, element, visibility, guild_id=str(interaction.guild_id) if interaction.guild_id else None)
-        await reply(interaction, share_text(info))
+        await reply(interaction, er.share_text(info))
 
     @element.command(name="export", description="Download an Element as a kohya/A1111/ComfyUI .safetensors file")
     @app_commands.describe(element="One of yours, or a shared one (#id)")
@@ -145,7 +144,7 @@ class Elements(commands.Cog):
         if not info.is_own and not me.is_admin:
             raise Forbidden(f"“{info.name}” belongs to {info.owner_name}.",
                             "You can use shared Elements, but only their owner can change or delete them.")
-        await reply(interaction, **delete_confirm(info, interaction.user.id))
+        await reply(interaction, **er.delete_confirm(info, interaction.user.id))
 
     # -- autocomplete for element options -----------------------------------------------------------------------
 
@@ -155,7 +154,7 @@ class Elements(commands.Cog):
                                ) -> list[app_commands.Choice[str]]:
         async def make() -> list[app_commands.Choice[str]]:
             me = await read_actor(interaction)
-            return choices(await self.bot.services.elements.autocomplete(me, current, ready_only=False))
+            return choices(await services_of(interaction).elements.autocomplete(me, current, ready_only=False))
         return await safe_choices(make)
 
     @share.autocomplete("element")
@@ -164,22 +163,10 @@ class Elements(commands.Cog):
         async def make() -> list[app_commands.Choice[str]]:
             me = await read_actor(interaction)
             needle = current.strip().casefold()
-            own = await self.bot.services.elements.list_own(me)
+            own = await services_of(interaction).elements.list_own(me)
             return choices([(f"{e.name} · {e.base_model} · {e.status}", e.name) for e in own
                             if needle in e.name.casefold()])
         return await safe_choices(make)
-
-
-def share_text(info: object) -> str:
-    name = escape(getattr(info, "name", ""))
-    vis = getattr(info, "visibility", "")
-    if vis == "public":
-        return (f"🌍 “{name}” is now public: anyone can find it with /element browse and use it (credited to you). "
-                f"{SHARED_DOWNLOAD_NOTE}")
-    if vis == "server":
-        return (f"🏠 “{name}” is now shared with this server: members can find it with /element browse. "
-                f"{SHARED_DOWNLOAD_NOTE}")
-    return f"🔒 “{name}” is private again: only you can see and use it."
 
 
 async def setup(bot: AtelierBot) -> None:

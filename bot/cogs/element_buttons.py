@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import discord
 from discord.ext import commands
 
 from bot import element_render as er
-from bot.cog_helpers import origin_of, pack_text, read_actor, services_of, unpack_text
-from bot.cogs.generate import cancel_view, queued_text
+from bot.cog_helpers import origin_of, read_actor, unpack_text
 from bot.context import (
     RoutedSelect,
     actor,
-    button,
     component,
     custom_id,
     defer,
@@ -25,59 +22,15 @@ from bot.context import (
     reply,
     routed_view,
     selected_values,
+    services_of,
     update,
 )
-from bot.render import error_text, escape, human_bytes
-from storage.actors import Actor
+from bot.element_replies import browse_message, send_export
+from bot.generation_render import cancel_view, queued_text
+from bot.render import escape
 
 if TYPE_CHECKING:
     from bot.app import AtelierBot
-
-PER_PAGE = 8
-
-
-async def browse_message(interaction: discord.Interaction, query: str | None, base: str | None, page: int
-                         ) -> dict[str, Any]:
-    services = services_of(interaction)
-    me = await actor(interaction)
-    result = await services.elements.browse(me, query=query, base_model=base, page=page, per_page=PER_PAGE)
-    owner = interaction.user.id
-    args = (pack_text(query), base or "-")
-    view = routed_view(
-        button("Previous", custom_id("el", "browse", max(0, page - 1), *args, owner=owner), emoji="◀️",
-               disabled=page <= 0),
-        button(f"Page {result.page + 1}/{result.pages}", custom_id("el", "browse", page, *args, owner=owner),
-               disabled=True),
-        button("Next", custom_id("el", "browse", page + 1, *args, owner=owner), emoji="▶️",
-               disabled=not result.has_next))
-    return {"embed": er.browse_embed(result, query=query, base=base), "view": view}
-
-
-def delete_confirm(info: Any, owner_id: int) -> dict[str, Any]:
-    view = routed_view(
-        button("Delete", custom_id("el", "del", info.id, owner=owner_id), style=discord.ButtonStyle.danger,
-               emoji="🗑️"),
-        button("Keep", custom_id("el", "keep", owner=owner_id)))
-    used = f" It was used {info.usage_count} times by others." if info.usage_count else ""
-    return {"content": f"Delete the Element “{escape(info.name)}” and its files for good?{used}", "view": view}
-
-
-async def send_export(interaction: discord.Interaction, me: Actor, ref: str) -> None:
-    """Reply with the kohya-format file + element.json, or say why it cannot be uploaded here."""
-    bundle = await services_of(interaction).elements.export(me, ref)
-    size = len(bundle.kohya) + len(bundle.element_json)
-    limit = int(getattr(interaction, "filesize_limit", 0) or 10 * 1024 * 1024)
-    if size > limit:
-        await reply(interaction, error_text(
-            f"The export of this Element is {human_bytes(size)}, more than the {human_bytes(limit)} I may "
-            "upload here.",
-            f"Export it on the machine running Atelier: `atelier element export {ref}` writes the same files."))
-        return
-    files = [discord.File(io.BytesIO(bundle.kohya), bundle.filename),
-             discord.File(io.BytesIO(bundle.element_json), bundle.json_filename)]
-    await reply(interaction, f"📦 `{bundle.filename}` — loads in A1111, ComfyUI and kohya tools (and diffusers' "
-                             "`load_lora_weights`); `element.json` holds its trigger word and settings.",
-                files=files)
 
 
 class GenerateNow(discord.ui.Modal, title="Generate with your Element"):
@@ -146,14 +99,12 @@ class ElementButtons(commands.Cog):
     @component("el", "sharepick")
     async def share_pick(self, interaction: discord.Interaction, element_id: str, *_old: str) -> None:
         # ``_old``: selects posted by earlier versions also carry a server id; it is ignored.
-        from bot.cogs.element import share_text
-
         visibility = (selected_values(interaction) or ["private"])[0]
         await update(interaction, "Saving…", view=None)
         guild = await self._share_guild(interaction, element_id)
         info = await services_of(interaction).elements.share(
             await actor(interaction), f"#{element_id}", visibility, guild_id=guild)
-        await update(interaction, share_text(info))
+        await update(interaction, er.share_text(info))
 
     @staticmethod
     async def _share_guild(interaction: discord.Interaction, element_id: str) -> str | None:

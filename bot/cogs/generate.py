@@ -13,8 +13,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cog_helpers import choices, origin_of, read_actor, safe_choices, services_of, work_slot
-from bot.context import actor, button, custom_id, defer, reply, routed_view
+from bot.cog_helpers import choices, origin_of, read_actor, safe_choices, work_slot
+from bot.context import actor, defer, reply, services_of
+from bot.generation_render import cancel_view, queued_text
 from bot.render import escape, plural
 from storage.errors import InvalidInput
 from trainer.prompting import ASPECTS, MAX_COUNT, MAX_STRENGTH
@@ -24,16 +25,6 @@ if TYPE_CHECKING:
 
 Strength = app_commands.Range[float, 0.0, MAX_STRENGTH]
 SLOTS = ("element1", "element2", "element3", "element4")
-
-
-def queued_text(job: object, *, what: str = "Your images are") -> str:
-    position = getattr(job, "queue_position", None)
-    where = f"position {position} in the queue" if position else "queued"
-    return f"🎨 {what} {where} (job {getattr(job, 'id', '?')}). I'll post the result in this channel."
-
-
-def cancel_view(job_id: int, owner_id: int) -> discord.ui.View:
-    return routed_view(button("Cancel", custom_id("job", "cancel", job_id, owner=owner_id), emoji="✖️"))
 
 
 class Generate(commands.Cog):
@@ -104,8 +95,8 @@ class Generate(commands.Cog):
             focused = next((s for s in SLOTS if getattr(ns, s, None) == current), None)
             taken = {getattr(ns, s, None) for s in SLOTS if s != focused} - {None, ""}
             base = getattr(ns, "base", None) or None
-            found = await self.bot.services.elements.autocomplete(me, current, base_model=base, limit=25,
-                                                                  with_groups=True)
+            found = await services_of(interaction).elements.autocomplete(me, current, base_model=base, limit=25,
+                                                                     with_groups=True)
             return choices([(label, value) for label, value in found if value not in taken])
         return await safe_choices(make)
 

@@ -10,7 +10,7 @@ from discord.ext import commands
 
 from bot import generation_render as gr
 from bot import render
-from bot.cog_helpers import origin_of, services_of
+from bot.cog_helpers import origin_of
 from bot.context import (
     RoutedSelect,
     actor,
@@ -21,9 +21,11 @@ from bot.context import (
     reply,
     routed_view,
     selected_values,
+    services_of,
     update,
 )
 from bot.render import escape, plural
+from storage.delivery_state import DeliveryLog
 from storage.errors import InvalidInput
 from storage.generation_actions import GRID_STRENGTHS, generation_service
 
@@ -165,8 +167,6 @@ class GenerateButtons(commands.Cog):
     @component("gen", "delyes")
     async def delete_yes(self, interaction: discord.Interaction, gen_id: str, *_old: str) -> None:
         # ``_old``: buttons posted by earlier versions also carry "channel.message"; it is ignored.
-        from storage.delivery_state import DeliveryLog
-
         await update(interaction, "🗑️ Deleting…", view=None)
         services = services_of(interaction)
         gen = await generation_service(services).delete(await actor(interaction), gen_id)

@@ -11,8 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.cog_helpers import services_of
-from bot.context import actor, button, component, custom_id, defer, reply, routed_view, update
+from bot.context import actor, button, component, custom_id, defer, reply, routed_view, services_of, update
 from bot.element_render import PHASES, progress_bar
 from bot.render import escape, human_duration
 

@@ -21,8 +21,8 @@ import discord
 from discord.ext import commands
 
 from bot import render
-from bot.cog_helpers import origin_of, services_of
-from bot.context import actor, button, component, custom_id, defer, reply, routed_view, update
+from bot.cog_helpers import origin_of
+from bot.context import actor, button, component, custom_id, defer, reply, routed_view, services_of, update
 from bot.element_render import preview_embed
 from bot.render import error_text, escape
 from storage.errors import AtelierError, InvalidInput

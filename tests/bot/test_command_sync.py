@@ -3,12 +3,15 @@ forced; a restart with the same commands only reads them back."""
 
 from __future__ import annotations
 
+import pytest
+
 from storage.services import build_services
 from tests.bot.harness import bot_on
 
 META = ("bot.cogs.meta",)
 
 
+@pytest.mark.slow
 async def test_commands_sync_only_when_their_definitions_change(bot_harness, make_settings, database_url) -> None:
     settings = make_settings(database_url=database_url)
     services = await build_services(settings)

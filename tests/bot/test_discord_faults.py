@@ -13,6 +13,8 @@ from tests.bot.stack import finish_generation, finish_training, start_training, 
 from tests.bot.test_deliverer import all_delivered, request
 from tests.discord_emulator import DiscordEmulator
 
+pytestmark = pytest.mark.slow  # each case starts a bot and replays Discord faults (429s, reconnects, 503s)
+
 
 async def test_emulator_answers_429_and_5xx_like_discord() -> None:
     async with DiscordEmulator() as emu, aiohttp.ClientSession(

@@ -16,6 +16,8 @@ import pytest
 from tests.bot.stack import *  # noqa: F403
 from tests.bot.stack import FAST_TRAIN, WorkerProcess, png, wait_for
 
+pytestmark = pytest.mark.slow  # Discord → queue → worker → Discord with real training
+
 TRAIN_S = 300  # generous: two cores shared with other test processes
 
 

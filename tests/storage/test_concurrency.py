@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import pytest
 from sqlalchemy import func, select
 
 from storage.dataset_views import IncomingFile
@@ -13,6 +14,7 @@ from storage.models import DatasetImage, User
 from tests.conftest import noise_png
 
 
+@pytest.mark.slow
 async def test_200_concurrent_adds_across_10_datasets_and_5_users(services) -> None:
     users = [await services.users.ensure(f"discord:{5000 + i}", f"user{i}") for i in range(5)]
     targets = [(u, f"set {j}") for u in users for j in range(2)]  # 10 datasets

@@ -53,7 +53,7 @@ async def test_others_export_carries_no_caption_text_the_owners_does(services, a
 def test_sharing_tells_the_owner_what_others_can_download() -> None:
     from types import SimpleNamespace
 
-    from bot.cogs.element import share_text
+    from bot.element_render import share_text
 
     for vis in ("public", "server"):
         text = share_text(SimpleNamespace(name="Home", visibility=vis))

@@ -12,14 +12,12 @@ import warnings
 import pytest
 from PIL import Image
 
-from storage.blobs import BlobStore
 from storage.errors import InvalidInput
 from storage.ingest import (
     ImageRejected,
     IngestLimits,
     NormalizedImage,
     find_near_duplicate,
-    ingest_many,
     normalize_image,
     normalize_many,
     phash_distance,
@@ -88,6 +86,7 @@ def test_accepts_each_allowed_format_and_output_is_clean():
         decoded(img)
 
 
+@pytest.mark.slow
 def test_large_photos_are_stored_at_most_max_side_and_at_most_twice_their_upload():
     big = H.encode(Image.fromarray(H.photo_array(3872, 2592, seed=3)), "JPEG", quality=90)  # a 10 MP photo
     img = normalize_image(big, LIMITS)
@@ -293,15 +292,6 @@ async def test_normalize_many_keeps_order_and_returns_rejections():
     kinds = [r.reason if isinstance(r, ImageRejected) else "ok" for r in results]
     assert kinds == ["ok", "empty", "animated", "ok", "bomb"]
     assert results[0].sha256 != results[3].sha256
-
-
-async def test_ingest_many_writes_accepted_images_to_the_store():
-    store = BlobStore("memory://test-ingest-many")
-    results = await ingest_many([H.photo_png(seed=8), H.text_renamed_png()], LIMITS, store)
-    ok, bad = results
-    assert isinstance(ok, NormalizedImage) and isinstance(bad, ImageRejected)
-    assert await store.get_bytes(ok.sha256) == ok.data
-    assert await store.list_hashes() == [ok.sha256]
 
 
 async def test_normalize_many_does_not_block_the_event_loop():

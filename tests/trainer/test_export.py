@@ -43,6 +43,7 @@ def _random_lora(model, targets, rank, seed=0):
     return sd
 
 
+@pytest.mark.slow
 def test_flux_kohya_round_trips_through_diffusers_reader_at_flux1_widths():
     from diffusers.loaders.lora_conversion_utils import _convert_kohya_flux_lora_to_diffusers
 
@@ -100,6 +101,7 @@ def test_diffusers_file_bakes_scale_and_reads_back(tmp_path):
     torch.testing.assert_close(back["unet"]["down.to_q.lora_A.weight"], a)
 
 
+@pytest.mark.slow
 def test_dora_exports_in_both_formats(models_dir, tmp_path, make_dataset, single_thread):  # noqa: F811
     from trainer.checkpoint import latest_checkpoint
     from trainer.train import run_fingerprint

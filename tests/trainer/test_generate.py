@@ -31,6 +31,7 @@ def gen(models_dir) -> Generator:
     g.close()
 
 
+@pytest.mark.slow
 def test_seed_is_deterministic_and_per_image(gen):
     a = gen.generate(SD15, _req(count=2))
     b = gen.generate(SD15, _req(count=2))
@@ -41,12 +42,14 @@ def test_seed_is_deterministic_and_per_image(gen):
     assert np.abs(_px(single)[0] - _px(a)[1]).max() <= 2, "image i of a batch equals a single run at seed+i"
 
 
+@pytest.mark.slow
 def test_random_seed_is_returned_and_reproduces(gen):
     first = gen.generate(SD15, _req(seed=None))
     again = gen.generate(SD15, _req(seed=first.seed))
     assert isinstance(first.seed, int) and np.array_equal(_px(first)[0], _px(again)[0])
 
 
+@pytest.mark.slow
 def test_triggers_inserted_once(gen, lora_file):
     lora = LoraRef(key="el-1", path=lora_file("sd15", seed=1), trigger="zxq style")
     res = gen.generate(SD15, _req(prompt="a cat", loras=[lora]))
@@ -70,6 +73,7 @@ def test_strength_rules():
             check_strengths(bad)
 
 
+@pytest.mark.slow
 def test_strength_warnings_and_refusal_through_engine(gen, lora_file):
     a = LoraRef(key="el-1", path=lora_file("sd15", seed=1), trigger="zxq", strength=1.5)
     res = gen.generate(SD15, _req(loras=[a]))
@@ -78,6 +82,7 @@ def test_strength_warnings_and_refusal_through_engine(gen, lora_file):
         gen.generate(SD15, _req(loras=[LoraRef(key="el-1", path=a.path, trigger="zxq", strength=2.5)]))
 
 
+@pytest.mark.slow
 def test_adapters_cached_switched_and_disabled(gen, lora_file):
     base = _px(gen.generate(SD15, _req()))[0]
     a = LoraRef(key="el-a", path=lora_file("sd15", seed=11), trigger="aa")
@@ -96,6 +101,7 @@ def test_adapters_cached_switched_and_disabled(gen, lora_file):
     assert gen.stats["adapter_loads"] == loads + 2
 
 
+@pytest.mark.slow
 def test_adapter_lru_eviction(gen, lora_file):
     entry = gen.pipeline(SD15)
     refs = [LoraRef(key=f"ev-{i}", path=lora_file("sd15", seed=20 + i), trigger="t") for i in range(3)]
@@ -108,6 +114,7 @@ def test_adapter_lru_eviction(gen, lora_file):
     assert loaded == {slot.name for slot in entry.adapters.values()}, "evicted adapters are deleted"
 
 
+@pytest.mark.slow
 def test_same_key_new_file_reloads(gen, lora_file):
     first = LoraRef(key="el-moved", path=lora_file("sd15", seed=31), trigger="t")
     second = LoraRef(key="el-moved", path=lora_file("sd15", seed=32), trigger="t")
@@ -117,6 +124,7 @@ def test_same_key_new_file_reloads(gen, lora_file):
     assert gen.stats["adapter_loads"] == loads + 2 and not np.array_equal(x, y)
 
 
+@pytest.mark.slow
 def test_unsafe_or_empty_lora_files_are_refused(gen, tmp_path, lora_file):
     bad = tmp_path / "weights.bin"
     bad.write_bytes(b"\x80\x04K\x01.")  # a pickle
@@ -134,6 +142,7 @@ def test_request_validation(gen):
             gen.generate(SD15, _req(**kw))
 
 
+@pytest.mark.slow
 def test_aspect_preset_and_snapping(gen):
     res = gen.generate(SD15, _req(width=None, height=None, aspect="16:9"))
     assert (res.width, res.height) == (72, 40) == res.images[0].size
@@ -141,6 +150,7 @@ def test_aspect_preset_and_snapping(gen):
     assert res.images[0].size == (32, 32) and "rounded" in res.warnings[0]
 
 
+@pytest.mark.slow
 def test_negative_prompt_used_by_sd_and_noted_for_flux(gen):
     plain = _px(gen.generate(SD15, _req(guidance=4.0)))[0]
     neg = _px(gen.generate(SD15, _req(guidance=4.0, negative_prompt="blue")))[0]
@@ -149,6 +159,7 @@ def test_negative_prompt_used_by_sd_and_noted_for_flux(gen):
     assert any("negative prompts are not used" in w for w in res.warnings)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "flux"])
 def test_hires_doubles_size(gen, family):
     res = gen.generate(tiny_ref(family), _req(hires=True, count=2))
@@ -156,6 +167,7 @@ def test_hires_doubles_size(gen, family):
     assert [img.size for img in res.images] == [(64, 64), (64, 64)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hires", [False, True])
 def test_stop_ends_the_run_between_steps_and_the_pipeline_stays_usable(gen, hires):
     polls = []
@@ -172,6 +184,7 @@ def test_stop_ends_the_run_between_steps_and_the_pipeline_stays_usable(gen, hire
     assert np.array_equal(_px(after)[0], _px(again)[0]), "a stopped run leaves nothing behind"
 
 
+@pytest.mark.slow
 def test_pipeline_lru_eviction(models_dir):
     g = Generator(models_dir, max_pipelines=2, device="cpu")
     sd15, sdxl, flux = tiny_ref("sd15"), tiny_ref("sdxl"), tiny_ref("flux")

@@ -20,6 +20,8 @@ from trainer.train import train_lora
 
 from .conftest import tiny_ref
 
+pytestmark = pytest.mark.slow  # trains an Element long enough to measure that it learned
+
 STRENGTHS = (0.0, 0.5, 1.0)
 SEED, COUNT, STEPS = 100, 4, 6
 

@@ -24,6 +24,7 @@ def _gen(pipe):
                 generator=torch.Generator().manual_seed(0)).images
 
 
+@pytest.mark.slow
 def test_load_patches_layers_and_changes_output(sd15_pipe, lora_file):
     before = _gen(sd15_pipe)
     layers = load_lora_into(sd15_pipe, lora_file("sd15", seed=1), "one")
@@ -36,6 +37,7 @@ def test_load_patches_layers_and_changes_output(sd15_pipe, lora_file):
     assert abs(_gen(sd15_pipe) - before).max() < 1e-5, "deleting the adapter restores the base model"
 
 
+@pytest.mark.slow
 def test_same_name_twice_is_refused(sd15_pipe, lora_file):
     load_lora_into(sd15_pipe, lora_file("sd15", seed=1), "dup")
     try:
@@ -45,6 +47,7 @@ def test_same_name_twice_is_refused(sd15_pipe, lora_file):
         sd15_pipe.delete_adapters("dup")
 
 
+@pytest.mark.slow
 def test_zero_key_lora_is_refused_and_leaves_nothing(sd15_pipe, tmp_path):
     path = tmp_path / "nothing.safetensors"
     save_file({"unet.no_such_block.attn.to_q.lora_A.weight": torch.zeros(4, 32),
@@ -55,6 +58,7 @@ def test_zero_key_lora_is_refused_and_leaves_nothing(sd15_pipe, tmp_path):
     assert not any("ghost" in names for names in sd15_pipe.get_list_adapters().values())
 
 
+@pytest.mark.slow
 def test_lora_for_another_family_is_refused(sd15_pipe, lora_file):
     with pytest.raises(LoraFileError, match="different base model family"):
         load_lora_into(sd15_pipe, lora_file("flux", seed=1), "flux_one")
@@ -69,6 +73,7 @@ def test_non_safetensors_extensions_are_refused(tmp_path, suffix):
         validate_lora_file(path)
 
 
+@pytest.mark.slow
 def test_pickle_renamed_to_safetensors_is_refused(tmp_path, sd15_pipe):
     path = tmp_path / "renamed.safetensors"
     torch.save({"unet.x.lora_A.weight": torch.zeros(2, 2)}, path)  # a zip/pickle container

@@ -14,7 +14,7 @@ from trainer.train import run_fingerprint, train_lora
 from .conftest import tiny_ref
 from .helpers_train import ScriptedControl, fast_config, single_thread  # noqa: F401
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.slow]  # trains, cancels and resumes
 
 # SD1.5 exercises the most state: UNet + text-encoder LoRA, two param groups, cosine-with-restarts, min-SNR.
 FAMILY = "sd15"

@@ -15,6 +15,8 @@ from trainer.train import train_lora
 from .conftest import tiny_ref
 from .helpers_train import fast_config, generate, lora_deltas
 
+pytestmark = pytest.mark.slow  # trains a text-encoder LoRA per family
+
 TEXT_ENCODERS = {"sd15": ["text_encoder"], "sdxl": ["text_encoder", "text_encoder_2"]}
 
 

@@ -19,6 +19,7 @@ def _weights(component) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in component.state_dict().items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "flux"])
 def test_saved_folder_round_trips_and_generates(family, models_dir):
     ref = tiny_ref(family)
@@ -43,6 +44,7 @@ def test_saved_folder_round_trips_and_generates(family, models_dir):
     assert out.shape == (1, 32, 32, 3) and float(out.std()) > 0
 
 
+@pytest.mark.slow
 def test_img2img_variant_loads_from_same_folder(models_dir):
     pipe = load_pipeline(tiny_ref("sd15"), models_dir, device="cpu", img2img=True)
     assert type(pipe).__name__ == "StableDiffusionImg2ImgPipeline"
@@ -93,6 +95,7 @@ def test_folder_that_is_not_a_pipeline_is_refused(tmp_path, models_dir):
         load_pipeline(BaseModelRef("sd15", "sd15", str(tmp_path / "empty")), models_dir, device="cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sd", "flux"])
 def test_shipped_vae_reconstructs_simple_images(kind):
     import random
@@ -112,6 +115,7 @@ def test_shipped_vae_reconstructs_simple_images(kind):
     assert float((rec - x).abs().mean()) < 0.1  # a random VAE of this size scores ≈0.58
 
 
+@pytest.mark.slow
 def test_fitted_sd15_base_generates_in_distribution_latents(models_dir):
     pipe = load_pipeline(tiny_ref("sd15"), models_dir, device="cpu")
     latents = pipe("shapes", num_inference_steps=4, height=64, width=64, output_type="latent",

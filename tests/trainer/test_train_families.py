@@ -19,6 +19,8 @@ from trainer.train import run_fingerprint, train_lora
 from .conftest import tiny_ref
 from .helpers_train import expected_deltas, fast_config, generate, lora_deltas, single_thread  # noqa: F401
 
+pytestmark = pytest.mark.slow  # trains every family end to end
+
 FAMILIES = ["sd15", "sdxl", "flux"]
 
 

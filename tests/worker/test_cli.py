@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 
 from tests.worker.conftest import ROOT, settings_env, wait_for
+
+pytestmark = pytest.mark.slow  # trains and generates through the CLI and a worker
 
 
 async def _cli(env: dict[str, str], *args: str, limit: float = 420) -> tuple[int, Any, str]:

@@ -35,6 +35,7 @@ async def until(check, what: str, within: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["signal", "step"])
 async def test_generation_pauses_training_without_starving_it(tmp_path: Path, mode: str) -> None:
     control = tmp_path / "control"

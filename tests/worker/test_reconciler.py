@@ -7,6 +7,7 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
 from storage.models import Element, Generation, Job, Notification, QuotaCharge, utcnow
@@ -32,6 +33,7 @@ async def _train(services: Any, actor: Any, make_dataset: Any) -> Any:
                                                 base_model="tiny-sd15", trigger="zqxink", overrides=FAST_TRAIN)
 
 
+@pytest.mark.slow
 async def test_flushall_while_queued_nothing_lost_nothing_duplicated(services, actor, make_dataset,
                                                                      worker_process) -> None:
     train = await _train(services, actor, make_dataset)

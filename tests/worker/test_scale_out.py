@@ -6,11 +6,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from storage.models import Generation, Job, Notification
 from storage.queue import FUNCTIONS, QUEUES
 from tests.worker.conftest import wait_for
+
+pytestmark = pytest.mark.slow  # two real worker processes run forty jobs
 
 
 async def _all_finished(services: Any, ids: list[int]) -> bool:

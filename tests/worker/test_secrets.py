@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from storage.embedded_redis import find_redis_server
 from storage.redact import MaskingFilter, install_log_masking, mask_urls
 from storage.settings import load_settings
@@ -66,6 +68,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_worker_check_masks_the_redis_url_in_ok_and_fail_lines(tmp_path: Path) -> None:
     port = _free_port()
     server = subprocess.Popen([find_redis_server(), "--port", str(port), "--requirepass", "hunter2", "--save", "",

@@ -10,6 +10,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import pytest
+
 from worker.stack_versions import ML_STACK, Mismatch, mismatches, read_pins, stack_report, tested_versions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +44,7 @@ def test_a_release_outside_the_tested_set_is_named_with_the_fix(tmp_path: Path) 
     assert "is not installed" in str(next(m for m in found if m.package == "bitsandbytes-not-a-package"))
 
 
+@pytest.mark.slow
 def test_worker_check_reports_the_stack(tmp_path: Path) -> None:
     requirements = tmp_path / "requirements"
     requirements.mkdir()

@@ -6,11 +6,14 @@ import asyncio
 import io
 from typing import Any
 
+import pytest
 from PIL import Image
 from sqlalchemy import select
 
 from storage.models import Element, Generation, Job, Notification, QuotaCharge
 from tests.worker.conftest import FAST_TRAIN, wait_for
+
+pytestmark = pytest.mark.slow  # a real worker process trains and generates
 
 
 async def _job(services: Any, job_id: int) -> Job:

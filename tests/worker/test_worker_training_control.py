@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from storage.models import Element, Job, Notification, QuotaCharge
 from tests.worker.conftest import FAST_TRAIN, wait_for
+
+pytestmark = pytest.mark.slow  # a real worker process trains, is cancelled, killed and resumed
 
 LONG_TRAIN = {**FAST_TRAIN, "epochs": 40, "sample_every_n_epochs": 0}
 
