@@ -52,7 +52,7 @@ def read_pins(path: Path) -> dict[str, str]:
     return pins
 
 
-def tested_versions(directory: Path | None = None) -> dict[str, str]:
+def locked_versions(directory: Path | None = None) -> dict[str, str]:
     """The tested versions of the ML stack; empty when no lock is found (e.g. a plain ``pip install atelier``)."""
     directory = directory or requirements_dir()
     pins: dict[str, str] = {}
@@ -76,7 +76,7 @@ def _release(version: str) -> str:
 
 def mismatches(tested: dict[str, str] | None = None) -> list[Mismatch]:
     """Each ML-stack package whose installed release differs from the tested one."""
-    tested = tested_versions() if tested is None else tested
+    tested = locked_versions() if tested is None else tested
     found = []
     for name, version in tested.items():
         have = _installed(name)
@@ -87,7 +87,7 @@ def mismatches(tested: dict[str, str] | None = None) -> list[Mismatch]:
 
 def stack_report() -> tuple[bool, str]:
     """(ok, one line) for ``atelier worker --check`` and the worker's start-up log."""
-    tested = tested_versions()
+    tested = locked_versions()
     if not tested:
         return True, f"no lock found in {requirements_dir()} (set {REQUIREMENTS_ENV}); versions not compared"
     wrong = mismatches(tested)

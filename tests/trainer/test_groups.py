@@ -44,6 +44,7 @@ def test_group_trigger_follows_element_trigger_and_repeats_balance(tmp_path):
         TrainingConfig.for_request("character", "sd15", 2, "zxq", groups=[GroupSpec(name="x"), GroupSpec(name="X")])
 
 
+@pytest.mark.slow
 def test_each_group_trigger_pulls_toward_its_own_group(tmp_path, models_dir, single_thread):  # noqa: F811
     teal = [replace(i, group="teal") for i in make_dataset(tmp_path / "a", count=5, scheme="orange-on-teal",
                                                             seed=3)]

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from worker.stack_versions import ML_STACK, Mismatch, mismatches, read_pins, stack_report, tested_versions
+from worker.stack_versions import ML_STACK, Mismatch, mismatches, read_pins, stack_report, locked_versions
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_repository_locks_pin_the_ml_stack() -> None:
-    tested = tested_versions(ROOT / "requirements")
+    tested = locked_versions(ROOT / "requirements")
     for name in ("torch", "diffusers", "transformers", "peft", "accelerate", "safetensors"):
         assert name in tested, f"{name} is not pinned in requirements/"
     assert set(tested) <= set(ML_STACK)
@@ -28,7 +28,7 @@ def test_the_repository_locks_pin_the_ml_stack() -> None:
 
 def test_this_environment_is_the_tested_set() -> None:
     """The suite runs on what the lock says (a test run on anything else would not prove the lock)."""
-    assert mismatches(tested_versions(ROOT / "requirements")) == []
+    assert mismatches(locked_versions(ROOT / "requirements")) == []
     ok, line = stack_report()
     assert ok and "transformers" in line
 
