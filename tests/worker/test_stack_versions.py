@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.stack_versions import ML_STACK, Mismatch, mismatches, read_pins, stack_report, locked_versions
+from worker.stack_versions import ML_STACK, Mismatch, locked_versions, mismatches, read_pins, stack_report
 
 ROOT = Path(__file__).resolve().parents[2]
 
