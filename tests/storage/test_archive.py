@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.archive import ArchiveRejected, ZipLimits, build_zip, read_zip
+from storage.archive import ArchiveRejected, ZipLimits, read_zip
+from storage.archive_writer import build_zip
 from storage.errors import InvalidInput
 from storage.ingest import IngestLimits, normalize_image
 from storage.settings import load_settings
