@@ -46,6 +46,7 @@ from storage.lint import Finding
 from storage.models import Dataset, DatasetImage, UploadSession, User, utcnow
 from storage.names import clean_caption, clean_text, normalize_name, text_key
 from storage.settings import Family, Settings
+from storage.training_rules import known_base, parse_category
 from storage.wording import plural
 
 MAX_DESCRIPTION = 1000
@@ -318,13 +319,9 @@ class DatasetService(DatasetGroupCommands):
 
         family = None
         if base_model:
-            spec = self.settings.base_models.get(base_model)
-            if spec is None:
-                raise InvalidInput(f"Unknown base model “{base_model}”.",
-                                   f"Choose one of: {', '.join(sorted(self.settings.base_models))}.")
-            family = spec.family.value
-        if category is not None and category.lower() not in ("style", "character", "object", "concept"):
-            raise InvalidInput(f"“{category}” is not a category.", "Use style, character, object or concept.")
+            family = known_base(self.settings, base_model).family.value
+        if category is not None:
+            parse_category(category)
         info = await self.get(actor, name)
         facts = [ImageFacts(i.index, i.width, i.height, i.phash, i.caption) for i in info.images or []]
         return lint_dataset(facts, category=category.lower() if category else None, family=family,

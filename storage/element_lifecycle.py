@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.actors import Actor
 from storage.blob_gc import element_blobs, hashes_in, tombstone
-from storage.errors import Conflict, InvalidInput, NotFound
+from storage.errors import Conflict, NotFound
 from storage.models import Category, Dataset, Element, ElementStatus, User, Visibility
 from storage.names import clean_text, normalize_name, normalize_trigger
+from storage.training_rules import parse_category, trainable_base
 
 if TYPE_CHECKING:
     from storage.elements import ElementService
@@ -34,19 +35,8 @@ class ElementLifecycle:
         """
         display, key = normalize_name(name, what="Element name", max_len=64)
         trig_display, trig_key = normalize_trigger(trigger)
-        try:
-            cat = Category(str(category).lower())
-        except ValueError:
-            raise InvalidInput(f"“{category}” is not a category.",
-                               f"Use one of: {', '.join(c.value for c in Category)}.") from None
-        spec = self.settings.base_models.get(base_model)
-        if spec is None:
-            raise InvalidInput(f"Unknown base model “{base_model}”.",
-                               f"Choose one of: {', '.join(sorted(self.settings.base_models))}.")
-        if not spec.trainable:
-            trainable = sorted(n for n, s in self.settings.base_models.items() if s.trainable and s.family == spec.family)
-            raise InvalidInput(f"{base_model} cannot be used for training.",
-                               f"Train on {' or '.join(trainable) or 'another base model'} instead.")
+        cat = Category(parse_category(category))
+        spec = trainable_base(self.settings, base_model)
         # Serialise reservations of one owner (PostgreSQL; SQLite's IMMEDIATE transaction already does).
         await session.execute(select(User.id).where(User.id == actor.user_id).with_for_update(key_share=True))
         if dataset_id is not None:

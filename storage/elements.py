@@ -25,6 +25,7 @@ from storage.element_views import ElementInfo, ExportBundle, Page, ResolvedEleme
 from storage.errors import Ambiguous, Conflict, FamilyMismatch, Forbidden, InvalidInput, NotFound
 from storage.models import Element, ElementStatus, Job, User, Visibility
 from storage.settings import Settings
+from storage.training_rules import known_base
 from trainer.prompting import MAX_LORAS, check_strengths, range_warnings, split_group
 
 _REF_ID = re.compile(r"^#(\d{1,12})$")
@@ -282,9 +283,7 @@ class ElementService(ElementLifecycle):
                                      refs: Sequence[tuple[str, float | None]], base_model: str
                                      ) -> list[ResolvedElement]:
         """Check the Elements of one generation request; raise a clear error for the first problem."""
-        if base_model not in self.settings.base_models:
-            raise InvalidInput(f"Unknown base model “{base_model}”.",
-                               f"Choose one of: {', '.join(sorted(self.settings.base_models))}.")
+        known_base(self.settings, base_model)
         if len(refs) > MAX_LORAS:
             raise InvalidInput(f"At most {MAX_LORAS} Elements can be combined in one image; you asked for {len(refs)}.")
         resolved: list[ResolvedElement] = []

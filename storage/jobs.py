@@ -29,6 +29,7 @@ from storage.training_rules import (
     build_config,
     check_estimate,
     check_image_count,
+    known_base,
     parse_category,
     plan_memory,
     trainable_base,
@@ -187,10 +188,7 @@ class JobService:
         if seed is not None and not 0 <= seed <= MAX_SEED:
             raise InvalidInput(f"The seed must be between 0 and {MAX_SEED}.", "Leave it out for a random seed.")
         base = base_model or await self._default_base(actor, elements)
-        spec = self.settings.base_models.get(base)
-        if spec is None:
-            raise InvalidInput(f"Unknown base model “{base}”.",
-                               f"Choose one of: {', '.join(sorted(self.settings.base_models))}.")
+        spec = known_base(self.settings, base)
         try:
             w, h, size_warnings = resolve_size(size_class(spec.family.value, spec.source), width=width,
                                                height=height, aspect=aspect)

@@ -11,11 +11,18 @@ from storage.settings import BaseModelSpec, Settings
 from storage.wording import plural
 
 
-def trainable_base(settings: Settings, base_model: str) -> BaseModelSpec:
+def known_base(settings: Settings, base_model: str) -> BaseModelSpec:
+    """The configured base model called ``base_model``; InvalidInput listing the choices when there is none."""
     spec = settings.base_models.get(base_model)
     if spec is None:
         raise InvalidInput(f"Unknown base model “{base_model}”.",
                            f"Choose one of: {', '.join(sorted(settings.base_models))}.")
+    return spec
+
+
+def trainable_base(settings: Settings, base_model: str) -> BaseModelSpec:
+    """:func:`known_base`, refused when that base is for generation only (flux-schnell)."""
+    spec = known_base(settings, base_model)
     if not spec.trainable:
         ok = sorted(n for n, s in settings.base_models.items() if s.trainable and s.family == spec.family)
         raise InvalidInput(f"{base_model} cannot be used for training.",
