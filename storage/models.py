@@ -23,6 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from trainer.vocabulary import CATEGORIES
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -65,11 +67,8 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
 
 
-class Category(StrEnum):
-    STYLE = "style"
-    CHARACTER = "character"
-    OBJECT = "object"
-    CONCEPT = "concept"
+# Built from the one list of categories (trainer.vocabulary): Category.STYLE == "style", …
+Category = StrEnum("Category", [(name.upper(), name) for name in CATEGORIES])
 
 
 class Visibility(StrEnum):

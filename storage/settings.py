@@ -9,13 +9,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trainer.vocabulary import FAMILIES
 
-class Family(StrEnum):
-    """Base-model family: an Element trained on one family only works with that family."""
-
-    FLUX = "flux"
-    SDXL = "sdxl"
-    SD15 = "sd15"
+# Base-model family: an Element trained on one family only works with that family (Family.SD15 == "sd15", …).
+Family = StrEnum("Family", [(name.upper(), name) for name in FAMILIES])
 
 
 class BaseModelSpec(BaseModel):

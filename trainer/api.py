@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-FamilyName = Literal["flux", "sdxl", "sd15"]
+from trainer.vocabulary import FamilyName
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainer.presets import CATEGORIES, auto_repeats, preset_for
+from trainer.vocabulary import CategoryName, FamilyName
 
-Category = Literal["style", "character", "object", "concept"]
+Category = CategoryName
 Optimizer = Literal["adamw", "adamw8bit", "prodigy"]
 Scheduler = Literal["constant", "cosine", "cosine_with_restarts"]
 Precision = Literal["no", "bf16", "fp16"]
@@ -40,7 +41,7 @@ class TrainingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    family: Literal["flux", "sdxl", "sd15"]
+    family: FamilyName
     category: Category = "character"
     trigger: str = Field("", max_length=100)
 

@@ -25,8 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-CATEGORIES = ("style", "character", "object", "concept")
-FAMILIES = ("flux", "sdxl", "sd15")
+from trainer.vocabulary import CATEGORIES, FAMILIES
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Literal
 
 import discord
 from discord import app_commands
@@ -15,9 +14,10 @@ from bot.context import actor, button, component, custom_id, defer, reply, route
 from bot.dataset_render import list_embed, show_embed
 from bot.dataset_render import name as _q
 from storage.errors import InvalidInput
+from trainer.vocabulary import CategoryName
 
 SHEET_FILE = "contact-sheet.png"
-Category = Literal["style", "character", "object", "concept"]
+Category = CategoryName
 
 
 def _zip_filename(dataset: str) -> str:
