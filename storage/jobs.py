@@ -35,8 +35,8 @@ from storage.training_rules import (
     trainable_base,
 )
 from storage.wording import plural
+from trainer.prompting import MAX_COUNT, MAX_GUIDANCE, MAX_PROMPT, MAX_STEPS, resolve_size, size_class
 
-MAX_PROMPT = 2000
 MAX_SEED = 2**63 - 1 - 4  # BigInteger column; the engine uses seed + i for a batch of up to 4
 
 
@@ -171,8 +171,6 @@ class JobService:
                                  origin: dict[str, Any] | None = None, parent_generation_id: int | None = None
                                  ) -> JobInfo:
         """Resolve the Elements the actor may use, check the request, queue it."""
-        from trainer.prompting import MAX_COUNT, resolve_size, size_class
-
         prompt = clean_text(prompt, max_len=MAX_PROMPT)
         negative_prompt = clean_text(negative_prompt, max_len=MAX_PROMPT)
         if not prompt and not elements:
@@ -180,10 +178,11 @@ class JobService:
         await self._server_rules(actor, origin, prompt, negative_prompt, channel=True)
         if not 1 <= count <= MAX_COUNT:
             raise InvalidInput(f"You can ask for 1–{MAX_COUNT} images at a time, not {count}.")
-        if steps is not None and not 1 <= steps <= 150:
-            raise InvalidInput(f"Steps must be between 1 and 150 (got {steps}).", "Leave it out for the default.")
-        if guidance is not None and not (0 <= guidance <= 30 and math.isfinite(guidance)):
-            raise InvalidInput(f"Guidance must be between 0 and 30 (got {guidance}).",
+        if steps is not None and not 1 <= steps <= MAX_STEPS:
+            raise InvalidInput(f"Steps must be between 1 and {MAX_STEPS} (got {steps}).",
+                               "Leave it out for the default.")
+        if guidance is not None and not (0 <= guidance <= MAX_GUIDANCE and math.isfinite(guidance)):
+            raise InvalidInput(f"Guidance must be between 0 and {MAX_GUIDANCE:g} (got {guidance}).",
                                "Leave it out for the default.")
         if seed is not None and not 0 <= seed <= MAX_SEED:
             raise InvalidInput(f"The seed must be between 0 and {MAX_SEED}.", "Leave it out for a random seed.")

@@ -10,9 +10,13 @@ import math
 import re
 from collections.abc import Sequence
 
+# Generation limits, defined once: the use case enforces them, Discord's option ranges and help texts show them.
 MAX_LORAS = 4
 MAX_STRENGTH = 2.0
 MAX_COUNT = 4
+MAX_PROMPT = 2000  # characters, prompt and negative prompt each
+MAX_STEPS = 150
+MAX_GUIDANCE = 30.0
 
 # Aspect preset → (width, height) per size class. "tiny" is for the built-in offline models (divisible by 8,
 # which the SD pipelines check); the others are the usual training buckets of each family.

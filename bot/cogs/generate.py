@@ -18,7 +18,7 @@ from bot.context import actor, defer, reply, services_of
 from bot.generation_render import cancel_view, queued_text
 from bot.render import escape, plural
 from storage.errors import InvalidInput
-from trainer.prompting import ASPECTS, MAX_COUNT, MAX_STRENGTH
+from trainer.prompting import ASPECTS, MAX_COUNT, MAX_GUIDANCE, MAX_PROMPT, MAX_STEPS, MAX_STRENGTH
 
 if TYPE_CHECKING:
     from bot.app import AtelierBot
@@ -36,14 +36,14 @@ class Generate(commands.Cog):
         prompt="What to draw", negative="What to avoid (negative prompt)",
         element1="An Element (yours or shared; Name@group for one image group); its trigger word is added for you", element2="Another Element",
         element3="Another Element", element4="Another Element",
-        strength1="Strength of element1, 0–2 (default: its recommended strength)", strength2="Strength of element2",
+        strength1=f"Strength of element1, 0–{MAX_STRENGTH:g} (default: its recommended strength)", strength2="Strength of element2",
         strength3="Strength of element3", strength4="Strength of element4",
         aspect="Picture shape", seed="Seed for reproducible images (default: random)",
         count=f"How many images (1–{MAX_COUNT})", steps="Sampling steps (default: the model's)",
         guidance="Guidance scale (default: the model's)", base="Base model (default: the Elements' own)",
     )
     @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS])
-    async def generate(self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 1500],
+    async def generate(self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, MAX_PROMPT],
                        element1: str | None = None, strength1: Strength | None = None,
                        element2: str | None = None, strength2: Strength | None = None,
                        element3: str | None = None, strength3: Strength | None = None,
@@ -51,8 +51,8 @@ class Generate(commands.Cog):
                        negative: app_commands.Range[str, 0, 1000] | None = None, aspect: str | None = None,
                        seed: app_commands.Range[int, 0, 2**53 - 1] | None = None,
                        count: app_commands.Range[int, 1, MAX_COUNT] = 1,
-                       steps: app_commands.Range[int, 1, 150] | None = None,
-                       guidance: app_commands.Range[float, 0.0, 30.0] | None = None,
+                       steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
+                       guidance: app_commands.Range[float, 0.0, MAX_GUIDANCE] | None = None,
                        base: str | None = None) -> None:
         await defer(interaction)
         async with work_slot(interaction):
