@@ -73,3 +73,15 @@ def test_readme_cli_examples_run_as_written(tmp_path: Path, tmp_path_factory: py
     assert any(line.startswith("atelier train ") for line in ran)
     assert len(list((tmp_path / "out").glob("*.png"))) == 3  # `--count 2 --out out/`, then one group image
     assert (tmp_path / "sheet.png").stat().st_size > 0
+
+
+def test_module_map_names_every_module() -> None:
+    """The README's module map matches the tree: every module of the five packages is named in it."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("**Module map**"):text.index("**Module map**") + 20_000]
+    for pkg in ("storage", "trainer", "worker", "bot", "cli"):
+        line = next(p for p in section.split("\n- ") if p.lstrip("- ").startswith(f"**{pkg}/**"))
+        named = set(re.findall(r"`([\w/]+)`", line))
+        modules = {p.relative_to(ROOT / pkg).as_posix()[:-3] for p in (ROOT / pkg).rglob("*.py")
+                   if "migrations" not in p.parts and p.name != "__init__.py"}
+        assert modules <= named, f"README module map misses {sorted(modules - named)} in {pkg}/"
