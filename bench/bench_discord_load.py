@@ -221,7 +221,6 @@ async def main(n: int, images: int, size: int) -> None:
 
     from bot.app import AtelierBot
     from storage.embedded_redis import redis_for
-    from storage.jobs import attach_jobs
     from storage.services import build_services
     from storage.settings import load_settings
 
@@ -238,7 +237,7 @@ async def main(n: int, images: int, size: int) -> None:
     services = await build_services(settings)
     try:
         async with redis_for(None, data_dir) as url:
-            await attach_jobs(services, url)
+            await services.attach_jobs(url)
             for i, uid in enumerate(facts["user_ids"]):  # setup, not measured: each user owns a dataset
                 me = await services.users.ensure(f"discord:{uid}", f"user{i}")
                 await services.datasets.create(me, "bench")

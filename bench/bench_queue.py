@@ -29,7 +29,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from storage.embedded_redis import embedded_redis  # noqa: E402
-from storage.jobs import attach_jobs  # noqa: E402
 from storage.models import Job  # noqa: E402
 from storage.services import build_services  # noqa: E402
 from storage.settings import ImageLimits, Settings  # noqa: E402
@@ -117,7 +116,7 @@ async def main(args: argparse.Namespace) -> None:
                             generation_cooldown_seconds=0, default_base_model="tiny-sd15", min_image_side=32,
                             image_limits=ImageLimits(min_images=2))
         services = await build_services(settings)
-        await attach_jobs(services, url)
+        await services.attach_jobs(url)
         actor = await services.users.local_actor("bench")
         items = make_dataset(root / "synth", count=4, size=64)
         await services.datasets.create(actor, "bench")

@@ -205,7 +205,6 @@ async def one_round(n_workers: int, services: Any, actor: Any, counters: Counter
 async def main(args: argparse.Namespace) -> None:
     from storage.dataset_views import IncomingFile  # noqa: F401 — storage import check before anything starts
     from storage.embedded_redis import redis_for
-    from storage.jobs import attach_jobs
     from storage.services import build_services
     from storage.settings import Settings
 
@@ -219,7 +218,7 @@ async def main(args: argparse.Namespace) -> None:
             settings = Settings(_env_file=None, data_dir=root / "data", database_url=db_url, redis_url=redis_url,
                                 models_dir=models, generation_cooldown_seconds=0, default_base_model="tiny-sd15")
             services = await build_services(settings)
-            await attach_jobs(services, redis_url)
+            await services.attach_jobs(redis_url)
             actor = await services.users.local_actor("bench")
             env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
             env.update({"ATELIER_DATA_DIR": str(root / "data"), "ATELIER_DATABASE_URL": db_url,

@@ -30,7 +30,6 @@ from bot import generation_render as gr
 from bot.errors import DM_CLOSED
 from bot.render import escape
 from storage.delivery_state import DeliveryLog, MessageRef
-from storage.generation_actions import generation_service
 from storage.job_views import JobInfo, NotificationView
 
 log = logging.getLogger("atelier.bot.deliver")
@@ -69,7 +68,7 @@ class DiscordDeliverer:
 
     @property
     def generations(self) -> Any:
-        return generation_service(self.services)
+        return self.services.generations
 
     # -- entry point -----------------------------------------------------------------------------------------
 

@@ -49,7 +49,6 @@ def bot(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 async def serve(settings: Any, *, force_sync: bool = False) -> None:
     from bot.app import run_bot
     from storage.embedded_redis import redis_for
-    from storage.jobs import attach_jobs
     from storage.outbox import ConsoleDeliverer
     from storage.services import build_services
 
@@ -59,7 +58,7 @@ async def serve(settings: Any, *, force_sync: bool = False) -> None:
         async with redis_for(settings.resolved_redis_url, settings.data_dir) as url:
             if not settings.resolved_redis_url:
                 con.print(f"[dim]no ATELIER_REDIS_URL: using the embedded Redis at {url}[/]")
-            await attach_jobs(services, url)
+            await services.attach_jobs(url)
             await run_bot(settings, services, notification_fallback=ConsoleDeliverer(con), force_sync=force_sync)
     finally:
         await services.aclose()

@@ -119,13 +119,12 @@ def run(ctx: typer.Context, as_json: bool, fn: Callable[[Services, Actor], Await
             if jobs == "none":  # dataset/element commands: no job machinery to import or connect
                 return await fn(services, actor)
             from storage.embedded_redis import redis_for
-            from storage.jobs import attach_jobs
 
             if jobs == "local":
-                await attach_jobs(services, None)
+                await services.attach_jobs(None)
                 return await fn(services, actor)
             async with redis_for(settings.resolved_redis_url, settings.data_dir) as url:
-                await attach_jobs(services, url)
+                await services.attach_jobs(url)
                 return await fn(services, actor)
         finally:
             await services.aclose()

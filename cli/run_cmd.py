@@ -47,7 +47,6 @@ def run(
 
 async def run_all(settings: Any, options: Any, *, worker: bool = True) -> None:
     from storage.embedded_redis import redis_for
-    from storage.jobs import attach_jobs
     from storage.outbox import ConsoleDeliverer, OutboxPump
     from storage.services import build_services
     from worker.app import run_worker
@@ -62,7 +61,7 @@ async def run_all(settings: Any, options: Any, *, worker: bool = True) -> None:
         async with redis_for(settings.resolved_redis_url, settings.data_dir) as url:
             if not settings.resolved_redis_url:
                 con.print(f"[dim]embedded Redis: {url} (data in {settings.data_dir / 'redis'})[/]")
-            await attach_jobs(services, url)
+            await services.attach_jobs(url)
             parts: list[asyncio.Task[Any]] = []
             if worker:
                 parts.append(asyncio.create_task(

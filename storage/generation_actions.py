@@ -261,12 +261,3 @@ def _int_id(value: int | str) -> int:
         return int(str(value).lstrip("#"))
     except ValueError:
         raise NotFound(f"No generation {value!r}.") from None
-
-
-def generation_service(services: Any) -> GenerationService:
-    """The services' :class:`GenerationService`, built on first use (it needs ``services.jobs``)."""
-    existing = getattr(services, "generations", None)
-    if existing is None:
-        existing = GenerationService(services.db, services.blobs, services.jobs, services.datasets)
-        services.generations = existing
-    return existing

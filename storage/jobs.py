@@ -339,21 +339,6 @@ class JobService:
                 await stream.aclose()
 
 
-async def attach_jobs(services: Any, redis_url: str | None) -> JobService:
-    """Wire ``services.jobs`` (and ``services.enqueuer`` when ``redis_url`` is given; None keeps rows queued for
-    an in-process run or the reconciler). ``services.aclose()`` closes the Redis connection."""
-    enqueuer = None
-    if redis_url:
-        from storage.queue import Enqueuer
-
-        enqueuer = await Enqueuer.connect(redis_url)
-    services.enqueuer = enqueuer
-    services.jobs = JobService(services.db, services.settings, quotas=services.quotas,
-                               elements=services.elements, datasets=services.datasets, enqueuer=enqueuer,
-                               guilds=services.guilds)
-    return services.jobs
-
-
 def _with_progress(info: JobInfo, progress: dict[str, Any]) -> JobInfo:
     from dataclasses import replace
 

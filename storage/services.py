@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from storage.blobs import BlobStore
 from storage.bot_state import BotStateStore
 from storage.datasets import DatasetService
 from storage.db import Database
 from storage.elements import ElementService
+from storage.generation_actions import GenerationService
 from storage.guilds import GuildService
+from storage.jobs import JobService
 from storage.quotas import QuotaService
 from storage.settings import Settings
 from storage.users import UserService
+
+if TYPE_CHECKING:
+    from storage.queue import Enqueuer
 
 
 @dataclass
@@ -27,15 +32,27 @@ class Services:
     quotas: QuotaService
     guilds: GuildService
     bot_state: BotStateStore  # front-end state that survives a restart (storage/bot_state.py)
-    # Job side (storage/jobs.py, outbox.py, queue.py): attached by whoever starts the queue machinery,
-    # e.g. ``services.jobs = JobService(services, ...)``; None where a process does not need them (CLI datasets).
-    jobs: Any = None
-    outbox: Any = None
-    enqueuer: Any = None
+    # The job side, built by :meth:`attach_jobs` in the processes that queue or run jobs; None elsewhere (the
+    # CLI's dataset commands).
+    jobs: JobService | None = None
+    generations: GenerationService | None = None
+    enqueuer: Enqueuer | None = None
+
+    async def attach_jobs(self, redis_url: str | None) -> JobService:
+        """Build the job side: ``jobs``, ``generations``, and ``enqueuer`` when ``redis_url`` is given (None keeps
+        rows queued for an in-process run or the reconciler). :meth:`aclose` closes the Redis connection."""
+        if redis_url:
+            from storage.queue import Enqueuer  # arq: only for the processes that talk to Redis
+
+            self.enqueuer = await Enqueuer.connect(redis_url)
+        self.jobs = JobService(self.db, self.settings, quotas=self.quotas, elements=self.elements,
+                               datasets=self.datasets, enqueuer=self.enqueuer, guilds=self.guilds)
+        self.generations = GenerationService(self.db, self.blobs, self.jobs, self.datasets)
+        return self.jobs
 
     async def aclose(self) -> None:
         """Release what was built (queue side first, then the database)."""
-        for part in (self.enqueuer, self.outbox, self.jobs):
+        for part in (self.enqueuer, self.jobs):
             close = getattr(part, "aclose", None)
             if close is not None:
                 await close()

@@ -27,7 +27,7 @@ from bot.context import (
 from bot.render import escape, plural
 from storage.delivery_state import DeliveryLog
 from storage.errors import InvalidInput
-from storage.generation_actions import GRID_STRENGTHS, generation_service
+from storage.generation_actions import GRID_STRENGTHS
 
 if TYPE_CHECKING:
     from bot.app import AtelierBot
@@ -50,21 +50,21 @@ class GenerateButtons(commands.Cog):
     @component("gen", "reroll")
     async def reroll(self, interaction: discord.Interaction, gen_id: str) -> None:
         await defer(interaction)
-        gens = generation_service(services_of(interaction))
+        gens = services_of(interaction).generations
         job = await gens.reroll(await actor(interaction), gen_id, origin=origin_of(interaction))
         await self._queued(interaction, job, "🎲 Rerolling with a new seed")
 
     @component("gen", "vary")
     async def variations(self, interaction: discord.Interaction, gen_id: str) -> None:
         await defer(interaction)
-        gens = generation_service(services_of(interaction))
+        gens = services_of(interaction).generations
         job = await gens.variations(await actor(interaction), gen_id, origin=origin_of(interaction))
         await self._queued(interaction, job, "🔀 Four variations with new seeds")
 
     @component("gen", "grid")
     async def strength_grid(self, interaction: discord.Interaction, gen_id: str) -> None:
         await defer(interaction)
-        gens = generation_service(services_of(interaction))
+        gens = services_of(interaction).generations
         jobs = await gens.strength_grid(await actor(interaction), gen_id, origin=origin_of(interaction))
         await reply(interaction, f"🎚️ Strength grid: {plural(len(jobs), 'image')} at strengths "
                                  f"{', '.join(f'{s:g}' for s in GRID_STRENGTHS)} with the same seed are queued "
@@ -73,7 +73,7 @@ class GenerateButtons(commands.Cog):
     @component("gen", "hires")
     async def hires(self, interaction: discord.Interaction, gen_id: str) -> None:
         await defer(interaction)
-        gens = generation_service(services_of(interaction))
+        gens = services_of(interaction).generations
         me = await actor(interaction)
         gen = await gens.get(me, gen_id)
         if gen.count <= 1:
@@ -90,7 +90,7 @@ class GenerateButtons(commands.Cog):
     async def hires_pick(self, interaction: discord.Interaction, gen_id: str) -> None:
         image = int((selected_values(interaction) or ["1"])[0])
         await update(interaction, f"🔍 Hi-res ×2 of image {image}…", view=None)
-        gens = generation_service(services_of(interaction))
+        gens = services_of(interaction).generations
         job = await gens.hires(await actor(interaction), gen_id, image, origin=origin_of(interaction))
         await update(interaction, f"🔍 Hi-res ×2 of image {image} — job {job.id}"
                                   f"{f', position {job.queue_position} in the queue' if job.queue_position else ''}.")
@@ -102,7 +102,7 @@ class GenerateButtons(commands.Cog):
         await defer(interaction)
         services = services_of(interaction)
         me = await actor(interaction)
-        gen = await generation_service(services).get(me, gen_id)
+        gen = await services.generations.get(me, gen_id)
         await reply(interaction, **await self._add_menu(interaction, me, gen, "all"))
 
     async def _add_menu(self, interaction: discord.Interaction, me: object, gen: object, images: str) -> dict:
@@ -131,7 +131,7 @@ class GenerateButtons(commands.Cog):
     async def add_images_pick(self, interaction: discord.Interaction, gen_id: str) -> None:
         await defer(interaction, thinking=False)
         me = await actor(interaction)
-        gen = await generation_service(services_of(interaction)).get(me, gen_id)
+        gen = await services_of(interaction).generations.get(me, gen_id)
         menu = await self._add_menu(interaction, me, gen, _images_arg(selected_values(interaction)))
         await update(interaction, menu["content"], view=menu["view"])
 
@@ -140,7 +140,7 @@ class GenerateButtons(commands.Cog):
         dataset = (selected_values(interaction) or [""])[0]
         await update(interaction, f"➕ Adding to “{escape(dataset)}”…", view=None)
         wanted = None if images == "all" else [int(i) for i in images.split(".")]
-        gens = generation_service(services_of(interaction))
+        gens = services_of(interaction).generations
         report = await gens.add_to_dataset(await actor(interaction), gen_id, dataset, wanted)
         lines = [f"➕ Added {plural(len(report.added), 'image')} to “{escape(report.dataset)}” "
                  f"(it now has {plural(report.image_count, 'image')})."]
@@ -153,7 +153,7 @@ class GenerateButtons(commands.Cog):
     @component("gen", "info")
     async def info(self, interaction: discord.Interaction, gen_id: str) -> None:
         await defer(interaction)
-        gen = await generation_service(services_of(interaction)).get(await actor(interaction), gen_id)
+        gen = await services_of(interaction).generations.get(await actor(interaction), gen_id)
         await reply(interaction, embed=gr.info_embed(gen))
 
     @component("gen", "delete")
@@ -169,7 +169,7 @@ class GenerateButtons(commands.Cog):
         # ``_old``: buttons posted by earlier versions also carry "channel.message"; it is ignored.
         await update(interaction, "🗑️ Deleting…", view=None)
         services = services_of(interaction)
-        gen = await generation_service(services).delete(await actor(interaction), gen_id)
+        gen = await services.generations.delete(await actor(interaction), gen_id)
         # The messages to remove are the ones the bot itself posted for this generation (its delivery record),
         # never ids carried in a custom_id, which a crafted interaction could point at any message.
         for channel_id, message_id in (await DeliveryLog(services.db).get(gen.job_id)).sent.values():

@@ -55,11 +55,10 @@ def job_settings(tmp_path: Path, database_url: str, redis_url: str, models_dir: 
 
 @pytest.fixture
 async def job_services(job_settings: Settings) -> AsyncIterator[Any]:
-    from storage.jobs import attach_jobs
     from storage.services import build_services
 
     s = await build_services(job_settings)
-    await attach_jobs(s, job_settings.resolved_redis_url)  # the same wiring as the bot, the CLI and the worker
+    await s.attach_jobs(job_settings.resolved_redis_url)  # the same wiring as the bot, the CLI and the worker
     try:
         yield s
     finally:

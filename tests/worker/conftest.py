@@ -86,11 +86,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture
 async def services(settings: Settings) -> AsyncIterator[Any]:
-    from storage.jobs import attach_jobs
     from storage.services import build_services
 
     s = await build_services(settings)
-    await attach_jobs(s, settings.resolved_redis_url)  # the same wiring as the bot, the CLI and the worker
+    await s.attach_jobs(settings.resolved_redis_url)  # the same wiring as the bot, the CLI and the worker
     try:
         yield s
     finally:

@@ -112,7 +112,6 @@ async def test_retry_trains_on_the_frozen_images_after_the_dataset_was_deleted(s
 
 
 async def test_a_strength_grid_must_fit_the_queued_generation_cap(services, actor) -> None:
-    from storage.generation_actions import generation_service
     from tests.storage.conftest import ready_element
 
     element = await ready_element(services, actor, "Ink", "zqxink", base_model="tiny-sd15")
@@ -123,7 +122,7 @@ async def test_a_strength_grid_must_fit_the_queued_generation_cap(services, acto
     gen_id = await t.succeed_generation(job.id, 1, images=[image], seed=1, seeds=[1], prompt="a cat", warnings=[],
                                         width=64, height=64)
     services.settings.max_queued_generations = 4  # a grid of 5 does not fit, even with nothing queued
-    gens = generation_service(services)
+    gens = services.generations
     with pytest.raises(QuotaExceeded, match=r"at most 4 can be queued at once \(this asks for 5\)"):
         await gens.strength_grid(actor, gen_id, origin={})
     async with services.db.read() as s:
