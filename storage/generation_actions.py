@@ -28,6 +28,7 @@ from storage.errors import InvalidInput, NotFound
 from storage.job_views import JobInfo
 from storage.models import Generation, Job, JobKind, JobStatus
 from storage.names import clean_caption
+from trainer.prompting import MAX_COUNT, check_strengths
 
 GRID_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 GRID_SCAN = 300  # recent generation jobs of one owner searched for grid siblings
@@ -135,8 +136,6 @@ class GenerationService:
 
     async def variations(self, actor: Actor, generation_id: int | str, *, origin: dict[str, Any]) -> JobInfo:
         """Four new images of the same request (new seeds)."""
-        from trainer.prompting import MAX_COUNT
-
         gen = await self.get(actor, generation_id)
         return await self._again(actor, gen, origin=origin, seed=None, count=MAX_COUNT,
                                  hires=bool(gen.params.get("hires")))
@@ -166,8 +165,6 @@ class GenerationService:
     async def strength_grid(self, actor: Actor, generation_id: int | str, *, origin: dict[str, Any],
                             strengths: Sequence[float] = GRID_STRENGTHS) -> list[JobInfo]:
         """One image per strength (every Element at that strength), same seed; see the module docstring."""
-        from trainer.prompting import check_strengths
-
         gen = await self.get(actor, generation_id)
         if not gen.elements:
             raise InvalidInput("This generation used no Elements, so there is no strength to vary.",

@@ -35,6 +35,7 @@ from storage.training_rules import (
     trainable_base,
 )
 from storage.wording import plural
+from trainer.config import TrainingConfig
 from trainer.prompting import MAX_COUNT, MAX_GUIDANCE, MAX_PROMPT, MAX_STEPS, resolve_size, size_class
 
 MAX_SEED = 2**63 - 1 - 4  # BigInteger column; the engine uses seed + i for a batch of up to 4
@@ -289,8 +290,6 @@ class JobService:
                 width=p.get("width"), height=p.get("height"), hires=p.get("hires", False), origin=old.origin,
                 parent_generation_id=p.get("parent_generation_id"))
         spec = trainable_base(self.settings, p["base_model"])
-        from trainer.config import TrainingConfig
-
         async with self.db.transaction() as session:
             dataset_id = p.get("dataset_id")
             if dataset_id is not None and await session.get(Dataset, dataset_id) is None:

@@ -9,6 +9,8 @@ from storage.errors import InvalidInput
 from storage.models import Category
 from storage.settings import BaseModelSpec, Settings
 from storage.wording import plural
+from trainer.config import TrainingConfig, estimate_seconds, validation_message
+from trainer.memory.planner import PlanError, TrainShape, arch_for, budget_gb, plan_training
 
 
 def known_base(settings: Settings, base_model: str) -> BaseModelSpec:
@@ -56,8 +58,6 @@ def build_config(category: str, family: str, n: int, trigger: str, overrides: di
     base is a built-in tiny model, which gets presets sized for it."""
     from pydantic import ValidationError
 
-    from trainer.config import TrainingConfig, validation_message
-
     values = dict(overrides or {})
     if groups:
         values["groups"] = groups
@@ -74,8 +74,6 @@ def build_config(category: str, family: str, n: int, trigger: str, overrides: di
 def check_estimate(settings: Settings, family: str, config: Any, n: int) -> float:
     """The run's estimated seconds; :class:`InvalidInput` (with the estimate) when it exceeds the time limit of a
     run — it would time out and use the member's slot for nothing."""
-    from trainer.config import estimate_seconds
-
     estimate = estimate_seconds(family, config, n)
     limit = settings.train_timeout_seconds
     if estimate > limit:
@@ -96,8 +94,6 @@ def span(seconds: float) -> str:
 def plan_memory(settings: Settings, base_model: str, spec: BaseModelSpec, config: Any) -> Any:
     """The run's memory plan (trainer.memory.planner, torch-free) in the GPU budget; with a known budget the
     config takes the planned mode and checkpointing. A run that fits in no mode is refused before it is queued."""
-    from trainer.memory.planner import PlanError, TrainShape, arch_for, budget_gb, plan_training
-
     arch = spec.arch or arch_for(base_model, spec.family.value, spec.source)
     budget = budget_gb(settings.gpu_memory_gb)
     try:

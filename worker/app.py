@@ -20,10 +20,12 @@ from arq import cron
 from arq.connections import ArqRedis
 from arq.worker import Worker, func
 
+from storage.blob_gc import BlobCollector
 from storage.dispatch import enqueue_committed
 from storage.job_transitions import JobTransitions
 from storage.queue import FUNCTIONS, QUEUES, Enqueuer, deserialize, serialize
 from storage.queue import connect as connect_redis
+from trainer.memory.planner import budget_gb
 from worker.fairshare import FairShare
 from worker.settings import WorkerOptions
 from worker.stack_versions import stack_report
@@ -50,8 +52,6 @@ class WorkerApp:
         self.fairshare.enabled = self.options.fair_share
         if self.options.fair_share_mode == "step" or not hasattr(signal, "SIGSTOP"):
             self.fairshare.mode = "step"
-        from trainer.memory.planner import budget_gb  # torch-free
-
         self.fairshare.budget_gb = budget_gb(self.settings.gpu_memory_gb)
 
     @property
@@ -108,8 +108,6 @@ async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
 
 async def sweep_storage(ctx: dict[str, Any]) -> dict[str, int]:
     """Delete unreferenced blobs and stale temp files (see :meth:`storage.blob_gc.BlobCollector.sweep`)."""
-    from storage.blob_gc import BlobCollector
-
     app = ctx["app"]
     s = app.services
     report = await BlobCollector(s.db, s.blobs).sweep(grace_seconds=s.settings.sweep_grace_seconds,

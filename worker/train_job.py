@@ -21,6 +21,8 @@ from typing import Any
 from storage.errors import AtelierError, InvalidInput
 from storage.job_transitions import LostJob
 from storage.models import Job
+from trainer.config import TrainingConfig
+from trainer.memory.planner import RESERVE_GB, PlanError, TrainShape, arch_for, plan_training
 from worker.checkpoint_mirror import CheckpointMirror
 from worker.child_protocol import CANCEL_FILE, EXIT_CANCELLED, EXIT_INVALID, EXIT_OK, PAUSE_FILE, PAUSED_FILE
 from worker.progress import Throttle, epoch_finished, shape
@@ -269,9 +271,6 @@ class TrainingRun:
     def _planned_gb(self) -> float:
         """GPU memory this training occupies: its plan in this worker's budget, plus the planner's reserve (the
         request may have been planned elsewhere, or without a known budget). All of it when it fits nowhere."""
-        from trainer.config import TrainingConfig
-        from trainer.memory.planner import RESERVE_GB, PlanError, TrainShape, arch_for, plan_training
-
         budget = self.app.fairshare.budget_gb
         p = self.job.payload
         spec = self.app.settings.base_models.get(p["base_model"])
