@@ -118,7 +118,7 @@ async def child(task: str, work: Path) -> dict[str, float]:
             out["added"] = sum(1 for f in report.files if f.added)
             out["refused"] = sum(1 for f in report.files if not f.added)
         elif task == "hostile-whole":  # for comparison: every entry read into memory first (how imports worked)
-            from storage.archive import ZipLimits
+            from storage.images.archive import ZipLimits
 
             before, t0 = peak_mb(), time.perf_counter()
             contents = await ZipLimits.from_settings(services.settings).read_async(work / "hostile.zip")

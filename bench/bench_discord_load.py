@@ -220,7 +220,7 @@ async def main(n: int, images: int, size: int) -> None:
     from pydantic import SecretStr
 
     from bot.app import AtelierBot
-    from storage.embedded_redis import redis_for
+    from storage.queue.embedded_redis import redis_for
     from storage.services import build_services
     from storage.settings import load_settings
 

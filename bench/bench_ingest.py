@@ -4,7 +4,7 @@
 
 Prints, side by side on the same generated JPEGs (photographic-ish: gradients, soft blobs, sensor noise):
   * baseline  : Image.open → verify → re-open → save PNG (Pillow defaults), nothing else
-  * ours      : storage.ingest.normalize_image + BlobStore.put_bytes_sync (atomic, fsynced) per file
+  * ours      : storage.images.ingest.normalize_image + BlobStore.put_bytes_sync (atomic, fsynced) per file
   and the ratio ours / baseline (target ≤ 1.5);
   * the longest event-loop stall while the same files go through the async API (normalize_many, then BlobStore.put_bytes), measured by a
     ticker coroutine that sleeps 1 ms and records the largest gap between wake-ups (target ≤ 50 ms);
@@ -27,8 +27,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from storage.blobs import BlobStore  # noqa: E402
-from storage.ingest import ImageRejected, IngestLimits, normalize_image, normalize_many  # noqa: E402
+from storage.db.blobs import BlobStore  # noqa: E402
+from storage.images.ingest import ImageRejected, IngestLimits, normalize_image, normalize_many  # noqa: E402
 from tests.storage.hostile import photo_jpeg  # noqa: E402
 
 

@@ -28,8 +28,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from storage.embedded_redis import embedded_redis  # noqa: E402
-from storage.models import Job  # noqa: E402
+from storage.db.models import Job  # noqa: E402
+from storage.queue.embedded_redis import embedded_redis  # noqa: E402
 from storage.services import build_services  # noqa: E402
 from storage.settings import ImageLimits, Settings  # noqa: E402
 from worker.app import run_worker  # noqa: E402

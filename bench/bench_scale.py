@@ -64,7 +64,7 @@ class Counters:
 
         for name in ("begin", "commit", "rollback", "before_cursor_execute"):
             event.listen(Engine, name, sql)
-        if pre_ping:  # storage.db pings a PostgreSQL connection at each checkout (pool_pre_ping)
+        if pre_ping:  # storage.db.engine pings a PostgreSQL connection at each checkout (pool_pre_ping)
             event.listen(Pool, "checkout", sql)
         send = AbstractConnection.send_packed_command
 
@@ -145,7 +145,7 @@ class WorkerPool:
 async def wait_done(services: Any, ids: list[int], limit_s: float = 900) -> list[Any]:
     from sqlalchemy import select
 
-    from storage.models import Job
+    from storage.db.models import Job
 
     deadline = time.monotonic() + limit_s
     while True:
@@ -204,7 +204,7 @@ async def one_round(n_workers: int, services: Any, actor: Any, counters: Counter
 
 async def main(args: argparse.Namespace) -> None:
     from storage.dataset_views import IncomingFile  # noqa: F401 — storage import check before anything starts
-    from storage.embedded_redis import redis_for
+    from storage.queue.embedded_redis import redis_for
     from storage.services import build_services
     from storage.settings import Settings
 

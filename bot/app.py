@@ -151,7 +151,7 @@ async def run_bot(settings: Settings, services: Any, *, cogs: Sequence[str] = CO
                   notification_fallback: Any = None, force_sync: bool = False) -> None:
     """Run the bot until it is closed; startup problems raise :class:`BotStartupError` (one line).
 
-    ``notification_fallback``: a :class:`storage.outbox.Deliverer` for notifications of non-Discord users.
+    ``notification_fallback``: a :class:`storage.queue.outbox.Deliverer` for notifications of non-Discord users.
     ``force_sync``: register the commands with Discord even when they did not change."""
     token = discord_token(settings)
     apply_discord_endpoints(settings)

@@ -4,7 +4,7 @@ Size caps: an image may be at most ``min(the interaction's attachment_size_limit
 .zip at most ``min(attachment_size_limit, ATELIER_MAX_ZIP_BYTES)``. The size Discord reports is checked before
 downloading, and the download itself stops as soon as it passes the cap (a reported size is not trusted).
 Whether a file is a .zip is decided by its content (the ``PK`` signature), never by its name; everything else
-is an image candidate that :mod:`storage.ingest` validates by content.
+is an image candidate that :mod:`storage.images.ingest` validates by content.
 """
 
 from __future__ import annotations

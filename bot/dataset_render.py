@@ -11,7 +11,7 @@ import discord
 from bot import render
 from storage.dataset_views import AddReport, DatasetInfo, FileResult
 from storage.disk_quota import StorageUse
-from storage.lint import Finding
+from storage.images.lint import Finding
 from storage.quotas import QuotaInfo
 from storage.settings import Settings
 

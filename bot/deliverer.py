@@ -1,4 +1,4 @@
-"""The Discord implementation of :class:`storage.outbox.Deliverer`: job notifications sent with the bot token.
+"""The Discord implementation of :class:`storage.queue.outbox.Deliverer`: job notifications sent with the bot token.
 
 Never an interaction token (they expire after 15 minutes; training takes hours):
 
@@ -9,7 +9,7 @@ Never an interaction token (they expire after 15 minutes; training takes hours):
 * generation — the images are posted in the channel the request came from (buttons Reroll … Delete), with a
   mention of the requester; a strength grid is posted once, as one composite, when its last tile is done.
 
-Idempotent: the message ids are recorded on the job (:class:`storage.delivery_state.DeliveryLog`), progress edits
+Idempotent: the message ids are recorded on the job (:class:`bot.delivery_state.DeliveryLog`), progress edits
 render the job's *current* state (repeating one is harmless, an old one never moves the bar backwards), and a
 message already recorded for a notification is not sent again. Per-job locks keep the live-progress refresher
 (:mod:`bot.progress_refresher`) and the deliverer from interleaving edits of one message.
@@ -27,9 +27,9 @@ import discord
 
 from bot import element_render as er
 from bot import generation_render as gr
+from bot.delivery_state import DeliveryLog, MessageRef
 from bot.errors import DM_CLOSED
 from bot.render import escape
-from storage.delivery_state import DeliveryLog, MessageRef
 from storage.job_views import JobInfo, NotificationView
 
 log = logging.getLogger("atelier.bot.deliver")

@@ -63,7 +63,7 @@ class DeliveryRunner:
 
     def __init__(self, bot: Any, *, fallback: Any | None = None, poll_interval: float = POLL_INTERVAL,
                  refresh_interval: float = REFRESH_INTERVAL) -> None:
-        from storage.outbox import OutboxPump
+        from storage.queue.outbox import OutboxPump
 
         self.deliverer = DiscordDeliverer(bot, bot.services, fallback=fallback)
         consumer = f"bot:{socket.gethostname()}:{os.getpid()}:{id(bot):x}"

@@ -48,8 +48,8 @@ def bot(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 
 async def serve(settings: Any, *, force_sync: bool = False) -> None:
     from bot.app import run_bot
-    from storage.embedded_redis import redis_for
-    from storage.outbox import ConsoleDeliverer
+    from storage.queue.embedded_redis import redis_for
+    from storage.queue.outbox import ConsoleDeliverer
     from storage.services import build_services
 
     con = err_console()

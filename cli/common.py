@@ -118,7 +118,7 @@ def run(ctx: typer.Context, as_json: bool, fn: Callable[[Services, Actor], Await
             actor = await services.users.local_actor(state(ctx).user)
             if jobs == "none":  # dataset/element commands: no job machinery to import or connect
                 return await fn(services, actor)
-            from storage.embedded_redis import redis_for
+            from storage.queue.embedded_redis import redis_for
 
             if jobs == "local":
                 await services.attach_jobs(None)

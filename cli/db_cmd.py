@@ -13,7 +13,7 @@ app = typer.Typer(no_args_is_help=True, help="Database schema (migrations).")
 
 
 def _database():
-    from storage.db import Database
+    from storage.db.engine import Database
     from storage.settings import SettingsError, load_settings
 
     try:
@@ -63,6 +63,6 @@ def current(ctx: typer.Context, json: JsonOpt = False) -> None:
 def revision(message: Annotated[str, typer.Option("--message", "-m")],
              empty: Annotated[bool, typer.Option("--empty", help="No autogenerate.")] = False) -> None:
     """Developers: write a new migration from the difference between the models and the database."""
-    from storage.db import make_revision
+    from storage.db.engine import make_revision
 
     make_revision(_database(), message, autogenerate=not empty)

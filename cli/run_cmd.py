@@ -46,8 +46,8 @@ def run(
 
 
 async def run_all(settings: Any, options: Any, *, worker: bool = True) -> None:
-    from storage.embedded_redis import redis_for
-    from storage.outbox import ConsoleDeliverer, OutboxPump
+    from storage.queue.embedded_redis import redis_for
+    from storage.queue.outbox import ConsoleDeliverer, OutboxPump
     from storage.services import build_services
     from worker.app import run_worker
 
@@ -95,7 +95,7 @@ async def run_all(settings: Any, options: Any, *, worker: bool = True) -> None:
 
 
 async def _bot(settings: Any, services: Any, con: Any) -> None:
-    from storage.outbox import ConsoleDeliverer
+    from storage.queue.outbox import ConsoleDeliverer
 
     try:
         from bot.app import run_bot

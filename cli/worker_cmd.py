@@ -86,7 +86,7 @@ def worker(
 
 
 async def serve(settings: Any, options: Any) -> None:
-    from storage.embedded_redis import redis_for
+    from storage.queue.embedded_redis import redis_for
     from storage.services import build_services
     from worker.app import run_worker
 
@@ -103,7 +103,7 @@ async def serve(settings: Any, options: Any) -> None:
 async def check_worker(settings: Any, options: Any) -> dict[str, tuple[bool, str]]:
     """Each part a worker needs: (ok, detail)."""
     report: dict[str, tuple[bool, str]] = {}
-    from storage.db import Database
+    from storage.db.engine import Database
 
     db = Database(settings.resolved_database_url)
     try:
@@ -149,13 +149,13 @@ def _check_gpu_budget(setting: float | None) -> tuple[bool, str]:
 
 async def _check_redis(settings: Any) -> tuple[bool, str]:
     if not settings.resolved_redis_url:
-        from storage.embedded_redis import find_redis_server
+        from storage.queue.embedded_redis import find_redis_server
 
         try:
             return True, f"embedded (no ATELIER_REDIS_URL): {find_redis_server()}"
         except Exception as exc:  # noqa: BLE001
             return False, str(exc)
-    from storage.queue import connect
+    from storage.queue.arq_jobs import connect
 
     try:
         redis = await connect(settings.resolved_redis_url, retries=0)
@@ -167,7 +167,7 @@ async def _check_redis(settings: Any) -> tuple[bool, str]:
 
 
 async def _check_blobs(settings: Any) -> tuple[bool, str]:
-    from storage.blobs import BlobStore
+    from storage.db.blobs import BlobStore
 
     store = BlobStore.from_settings(settings)
     try:

@@ -1,6 +1,6 @@
 """Front-end state that survives a restart, with an expiry: what a button press or a menu pick later needs.
 
-Rows of :class:`storage.models.BotState`, keyed by ``(kind, key)``. A front end holds something (a training
+Rows of :class:`storage.db.models.BotState`, keyed by ``(kind, key)``. A front end holds something (a training
 confirmation until Start is pressed, a right-clicked message's attachments until a dataset is picked, the hash of
 the commands it last synced) and later takes or reads it; an expired row reads as :data:`EXPIRED` (so the reply
 can say "this expired" rather than "unknown"), a missing one as None. Expired rows are purged by :meth:`purge`.
@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from storage.db import Database, dialect_insert
-from storage.models import BotState, utcnow
+from storage.db.engine import Database, dialect_insert
+from storage.db.models import BotState, utcnow
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from storage.dataset_groups import (
     normalize_group,
 )
 from storage.dataset_views import AddReport
+from storage.db.models import DatasetImage, utcnow
 from storage.errors import Conflict, NotFound
-from storage.models import DatasetImage, utcnow
 from storage.names import clean_text
 
 if TYPE_CHECKING:

@@ -14,12 +14,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from storage.actors import Actor
-from storage.blob_gc import tombstone
 from storage.dataset_views import AddReport, FileResult, IncomingFile, LazyFile, ProgressFn
+from storage.db.blob_gc import tombstone
+from storage.db.models import DatasetImage, ImageSource, utcnow
 from storage.disk_quota import StorageUse, full_reason, member_bytes
 from storage.errors import InvalidInput
-from storage.ingest import ImageRejected, IngestLimits, NormalizedImage, find_near_duplicate, normalize_many
-from storage.models import DatasetImage, ImageSource, utcnow
+from storage.images.ingest import (
+    ImageRejected,
+    IngestLimits,
+    NormalizedImage,
+    find_near_duplicate,
+    normalize_many,
+)
 from storage.names import clean_caption, display_filename
 from storage.quotas import QuotaService
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Literal
 
 from storage.dataset_groups import GroupInfo, group_infos
-from storage.models import Dataset, DatasetImage
+from storage.db.models import Dataset, DatasetImage
 
 # on_progress(done, total): called as files are processed (decoded, then stored).
 ProgressFn = Callable[[int, int], None]

@@ -22,8 +22,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.actors import Actor
-from storage.blob_gc import BlobCollector, tombstone
-from storage.blobs import BlobStore
 from storage.dataset_group_commands import DatasetGroupCommands
 from storage.dataset_ingest import add_images as _add_images
 from storage.dataset_views import (
@@ -38,12 +36,14 @@ from storage.dataset_views import (
     dataset_info,
     image_info,
 )
-from storage.db import Database, dialect_insert
+from storage.db.blob_gc import BlobCollector, tombstone
+from storage.db.blobs import BlobStore
+from storage.db.engine import Database, dialect_insert
+from storage.db.models import Dataset, DatasetImage, UploadSession, User, utcnow
 from storage.disk_quota import StorageUse, human_bytes, member_bytes
 from storage.errors import Conflict, InvalidInput, NotFound
 from storage.heavy import heavy_slot
-from storage.lint import Finding
-from storage.models import Dataset, DatasetImage, UploadSession, User, utcnow
+from storage.images.lint import Finding
 from storage.names import clean_caption, clean_text, normalize_name, text_key
 from storage.settings import Family, Settings
 from storage.training_rules import known_base, parse_category
@@ -205,7 +205,7 @@ class DatasetService(DatasetGroupCommands):
 
         Entries are read one at a time as they are decoded, and not at all once the dataset is full.
         """
-        from storage.archive import ZipLimits
+        from storage.images.archive import ZipLimits
 
         async with self.db.read() as session:  # fail fast (before reading the archive) on a wrong name
             await self.load_owned(session, actor, name)
@@ -242,7 +242,7 @@ class DatasetService(DatasetGroupCommands):
         Built one image at a time; when the archive would be larger than ``max_bytes`` (e.g. Discord's upload
         limit) :class:`InvalidInput` says so before any image is fetched.
         """
-        from storage.archive_writer import ZIP_ENTRY_OVERHEAD, ZipWriter
+        from storage.images.archive_writer import ZIP_ENTRY_OVERHEAD, ZipWriter
 
         info = await self.get(actor, name)
         images = info.images or []
@@ -315,7 +315,7 @@ class DatasetService(DatasetGroupCommands):
     async def lint(self, actor: Actor, name: str, *, category: str | None = None,
                    base_model: str | None = None) -> list[Finding]:
         """Findings with suggested fixes before any GPU time is spent."""
-        from storage.lint import ImageFacts, lint_dataset
+        from storage.images.lint import ImageFacts, lint_dataset
 
         family = None
         if base_model:
@@ -330,7 +330,7 @@ class DatasetService(DatasetGroupCommands):
 
     async def contact_sheet(self, actor: Actor, name: str) -> bytes:
         """A PNG of numbered thumbnails of the whole dataset (rendered off the event loop, one image at a time)."""
-        from storage.contact_sheet import render_contact_sheet
+        from storage.images.contact_sheet import render_contact_sheet
 
         info = await self.get(actor, name)
         images = info.images or []

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import Dataset, DatasetImage
+from storage.db.models import Dataset, DatasetImage
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.actors import Actor
-from storage.blob_gc import element_blobs, hashes_in, tombstone
+from storage.db.blob_gc import element_blobs, hashes_in, tombstone
+from storage.db.models import Category, Dataset, Element, ElementStatus, User, Visibility
 from storage.errors import Conflict, NotFound
-from storage.models import Category, Dataset, Element, ElementStatus, User, Visibility
 from storage.names import clean_text, normalize_name, normalize_trigger
 from storage.training_rules import parse_category, trainable_base
 

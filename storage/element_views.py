@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from storage.models import Element, ElementStatus, User, Visibility
+from storage.db.models import Element, ElementStatus, User, Visibility
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ from sqlalchemy import Select, and_, case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.actors import Actor
-from storage.blob_gc import BlobCollector, element_blobs, tombstone
-from storage.blobs import BlobStore
-from storage.db import Database
+from storage.db.blob_gc import BlobCollector, element_blobs, tombstone
+from storage.db.blobs import BlobStore
+from storage.db.engine import Database
+from storage.db.models import Element, ElementStatus, Job, User, Visibility
 from storage.element_lifecycle import ElementLifecycle
 from storage.element_views import ElementInfo, ExportBundle, Page, ResolvedElement, element_info, stored_range
 from storage.errors import Ambiguous, Conflict, FamilyMismatch, Forbidden, InvalidInput, NotFound
-from storage.models import Element, ElementStatus, Job, User, Visibility
 from storage.settings import Settings
 from storage.training_rules import known_base
 from trainer.prompting import MAX_LORAS, check_strengths, range_warnings, split_group

@@ -21,13 +21,13 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from storage.actors import Actor
-from storage.blob_gc import BlobCollector, tombstone
 from storage.dataset_views import AddReport, IncomingFile
-from storage.dispatch import enqueue_committed
+from storage.db.blob_gc import BlobCollector, tombstone
+from storage.db.models import Generation, Job, JobKind, JobStatus
 from storage.errors import InvalidInput, NotFound
 from storage.job_views import JobInfo
-from storage.models import Generation, Job, JobKind, JobStatus
 from storage.names import clean_caption
+from storage.queue.dispatch import enqueue_committed
 from trainer.prompting import MAX_COUNT, check_strengths
 
 GRID_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)

@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from storage.actors import Actor
-from storage.db import Database, dialect_insert
+from storage.db.engine import Database, dialect_insert
+from storage.db.models import GuildSettings, utcnow
 from storage.errors import Forbidden, InvalidInput
-from storage.models import GuildSettings, utcnow
 
 MAX_BANNED_WORDS = 200
 MAX_BANNED_WORD_LEN = 60

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from storage.models import Job, JobStatus, Notification
+from storage.db.models import Job, JobStatus, Notification
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class JobInfo:
 
 @dataclass(frozen=True)
 class NotificationView:
-    """One outbox row, handed to a :class:`storage.outbox.Deliverer`.
+    """One outbox row, handed to a :class:`storage.queue.outbox.Deliverer`.
 
     ``kind``: training_queued | training_started | training_progress | training_finished | training_failed |
     training_cancelled | training_retrying | generation_finished | generation_failed | generation_cancelled |

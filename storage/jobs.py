@@ -2,7 +2,7 @@
 
 The row is the truth and is committed before anything is enqueued; a failed enqueue (Redis down) only delays
 the job — the reconciler enqueues queued rows that Redis does not hold. Worker-side state changes live in
-:mod:`storage.job_transitions`.
+:mod:`storage.queue.job_transitions`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.actors import Actor
 from storage.dataset_groups import training_groups
-from storage.dispatch import enqueue_committed
+from storage.db.models import Dataset, Job, JobKind, JobStatus, utcnow
 from storage.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
-from storage.job_transitions import end_job, note_base
 from storage.job_views import JobInfo
-from storage.models import Dataset, Job, JobKind, JobStatus, utcnow
 from storage.names import clean_text, normalize_trigger
-from storage.outbox import add_notification
+from storage.queue.dispatch import enqueue_committed
+from storage.queue.job_transitions import end_job, note_base
+from storage.queue.outbox import add_notification
 from storage.training_rules import (
     build_config,
     check_estimate,
@@ -42,7 +42,7 @@ MAX_SEED = 2**63 - 1 - 4  # BigInteger column; the engine uses seed + i for a ba
 
 
 class JobService:
-    """``datasets``/``elements``/``quotas`` are the storage services; ``enqueuer`` a :class:`storage.queue.Enqueuer`
+    """``datasets``/``elements``/``quotas`` are the storage services; ``enqueuer`` a :class:`storage.queue.arq_jobs.Enqueuer`
     (None: rows stay queued for an in-process run or for the reconciler)."""
 
     def __init__(self, db: Any, settings: Any, *, quotas: Any, elements: Any, datasets: Any,

@@ -9,9 +9,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.actors import Actor
-from storage.db import Database
+from storage.db.engine import Database
+from storage.db.models import QuotaCharge, User, utcnow
 from storage.errors import Forbidden, InvalidInput, QuotaExceeded
-from storage.models import QuotaCharge, User, utcnow
 from storage.settings import Settings
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from storage.blobs import BlobStore
 from storage.bot_state import BotStateStore
 from storage.datasets import DatasetService
-from storage.db import Database
+from storage.db.blobs import BlobStore
+from storage.db.engine import Database
 from storage.elements import ElementService
 from storage.generation_actions import GenerationService
 from storage.guilds import GuildService
@@ -18,7 +18,7 @@ from storage.settings import Settings
 from storage.users import UserService
 
 if TYPE_CHECKING:
-    from storage.queue import Enqueuer
+    from storage.queue.arq_jobs import Enqueuer
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Services:
         """Build the job side: ``jobs``, ``generations``, and ``enqueuer`` when ``redis_url`` is given (None keeps
         rows queued for an in-process run or the reconciler). :meth:`aclose` closes the Redis connection."""
         if redis_url:
-            from storage.queue import Enqueuer  # arq: only for the processes that talk to Redis
+            from storage.queue.arq_jobs import Enqueuer  # arq: only for the processes that talk to Redis
 
             self.enqueuer = await Enqueuer.connect(redis_url)
         self.jobs = JobService(self.db, self.settings, quotas=self.quotas, elements=self.elements,

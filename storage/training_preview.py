@@ -15,8 +15,8 @@ from sqlalchemy import or_, select
 
 from storage.actors import Actor
 from storage.dataset_groups import training_groups
+from storage.db.models import Element, ElementStatus
 from storage.errors import Conflict, QuotaExceeded
-from storage.models import Element, ElementStatus
 from storage.names import clean_text, normalize_name, normalize_trigger
 from storage.training_rules import (
     build_config,

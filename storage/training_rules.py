@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from storage.db.models import Category
 from storage.errors import InvalidInput
-from storage.models import Category
 from storage.settings import BaseModelSpec, Settings
 from storage.wording import plural
 from trainer.config import TrainingConfig, estimate_seconds, validation_message

@@ -7,9 +7,9 @@ import re
 from sqlalchemy import select
 
 from storage.actors import Actor
-from storage.db import Database, dialect_insert
+from storage.db.engine import Database, dialect_insert
+from storage.db.models import User
 from storage.errors import InvalidInput, NotFound
-from storage.models import User
 from storage.settings import Settings
 
 _EXTERNAL_ID = re.compile(r"^(discord|local):[A-Za-z0-9._-]{1,50}$")

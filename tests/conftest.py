@@ -2,7 +2,7 @@
 fully wired services, and small real images.
 
 PostgreSQL: set ``ATELIER_TEST_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test``. Each test then
-gets a fresh schema (``?search_path=`` on the URL, honoured by ``storage.db.Database``) created by the real
+gets a fresh schema (``?search_path=`` on the URL, honoured by ``storage.db.engine.Database``) created by the real
 Alembic migrations, and dropped afterwards.
 
 S3: set ``ATELIER_TEST_S3=1``. Tests that use ``settings`` then also run with the blob store in a fresh bucket of

@@ -20,11 +20,11 @@ from arq import cron
 from arq.connections import ArqRedis
 from arq.worker import Worker, func
 
-from storage.blob_gc import BlobCollector
-from storage.dispatch import enqueue_committed
-from storage.job_transitions import JobTransitions
-from storage.queue import FUNCTIONS, QUEUES, Enqueuer, deserialize, serialize
-from storage.queue import connect as connect_redis
+from storage.db.blob_gc import BlobCollector
+from storage.queue.arq_jobs import FUNCTIONS, QUEUES, Enqueuer, deserialize, serialize
+from storage.queue.arq_jobs import connect as connect_redis
+from storage.queue.dispatch import enqueue_committed
+from storage.queue.job_transitions import JobTransitions
 from trainer.memory.planner import budget_gb
 from worker.fairshare import FairShare
 from worker.settings import WorkerOptions
@@ -107,7 +107,7 @@ async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
 
 
 async def sweep_storage(ctx: dict[str, Any]) -> dict[str, int]:
-    """Delete unreferenced blobs and stale temp files (see :meth:`storage.blob_gc.BlobCollector.sweep`)."""
+    """Delete unreferenced blobs and stale temp files (see :meth:`storage.db.blob_gc.BlobCollector.sweep`)."""
     app = ctx["app"]
     s = app.services
     report = await BlobCollector(s.db, s.blobs).sweep(grace_seconds=s.settings.sweep_grace_seconds,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.errors import AtelierError
-from storage.job_transitions import LostJob
+from storage.queue.job_transitions import LostJob
 
 log = logging.getLogger(__name__)
 LORA_FILES_KEPT = 64  # weight files kept in the work dir for the engine (least recently used go first)

@@ -15,7 +15,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from storage.models import utcnow
+from storage.db.models import utcnow
 
 log = logging.getLogger(__name__)
 

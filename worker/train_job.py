@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from storage.db.models import Job
 from storage.errors import AtelierError, InvalidInput
-from storage.job_transitions import LostJob
-from storage.models import Job
+from storage.queue.job_transitions import LostJob
 from trainer.config import TrainingConfig
 from trainer.memory.planner import RESERVE_GB, PlanError, TrainShape, arch_for, plan_training
 from worker.checkpoint_mirror import CheckpointMirror

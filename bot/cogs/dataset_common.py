@@ -15,9 +15,9 @@ from bot import render
 from bot.attachments import AttachmentDownloader, AttachmentLike, Downloaded, SizeCaps
 from bot.context import services_of
 from storage.actors import Actor
-from storage.archive import ArchiveRejected
 from storage.dataset_views import AddReport, FileResult
 from storage.errors import InvalidInput, NotFound
+from storage.images.archive import ArchiveRejected
 
 if TYPE_CHECKING:
     from bot.app import AtelierBot

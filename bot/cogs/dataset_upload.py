@@ -21,8 +21,8 @@ from bot.context import NO_MENTIONS, actor, defer, reply, send_dm
 from bot.dataset_render import add_report_embed, timestamp
 from bot.dataset_render import name as quoted
 from storage.actors import Actor
+from storage.db.models import utcnow
 from storage.errors import AtelierError, InvalidInput
-from storage.models import utcnow
 
 log = logging.getLogger("atelier.bot")
 

@@ -19,8 +19,8 @@ from bot.cog_helpers import choices, read_actor, safe_choices
 from bot.cogs.train import overrides_from, train_command
 from bot.context import actor, defer, reply, services_of
 from bot.element_replies import browse_message, send_export
+from storage.db.models import Category
 from storage.errors import Forbidden
-from storage.models import Category
 
 if TYPE_CHECKING:
     from bot.app import AtelierBot

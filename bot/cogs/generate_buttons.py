@@ -24,8 +24,8 @@ from bot.context import (
     services_of,
     update,
 )
+from bot.delivery_state import DeliveryLog
 from bot.render import escape, plural
-from storage.delivery_state import DeliveryLog
 from storage.errors import InvalidInput
 from storage.generation_actions import GRID_STRENGTHS
 

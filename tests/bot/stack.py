@@ -88,7 +88,7 @@ async def fake_training_run(services: Any, job_id: int) -> None:
 
 
 def _transitions(services: Any) -> Any:
-    from storage.job_transitions import JobTransitions
+    from storage.queue.job_transitions import JobTransitions
 
     return JobTransitions(services.db, services.settings, services.quotas, services.elements)
 
@@ -125,8 +125,8 @@ async def finish_training(services: Any, job_id: int) -> None:
 
 async def finish_generation(services: Any, job_id: int, *, images: int | None = None) -> int:
     """Complete a queued generation job through the real transitions with real PNGs; returns the generation id."""
-    from storage.job_transitions import JobTransitions
-    from storage.models import Job
+    from storage.db.models import Job
+    from storage.queue.job_transitions import JobTransitions
 
     t = JobTransitions(services.db, services.settings, services.quotas, services.elements)
     async with services.db.read() as session:

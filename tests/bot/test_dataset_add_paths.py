@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from bot.attachments import AttachmentDownloader, SizeCaps
 from bot.cogs.dataset_add import PendingPicks
-from storage.models import UploadSession, utcnow
+from storage.db.models import UploadSession, utcnow
 from tests.bot.dataset_world import COGS, World, dataset_world
 from tests.bot.harness import bot_on
 from tests.bot.images import jpeg, pixel_bomb_png, png, slip_only_zip, text_renamed_png, zip_of

@@ -10,10 +10,10 @@ from rich.console import Console
 from sqlalchemy import select
 
 from bot.deliverer import DiscordDeliverer
-from storage.job_transitions import JobTransitions
+from storage.db.models import Job, Notification, User
 from storage.job_views import NotificationView
-from storage.models import Job, Notification, User
-from storage.outbox import ConsoleDeliverer
+from storage.queue.job_transitions import JobTransitions
+from storage.queue.outbox import ConsoleDeliverer
 from tests.bot.stack import *  # noqa: F403
 from tests.bot.stack import (
     fake_training_run,

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from storage.models import BotState, Element, Job, utcnow
+from storage.db.models import BotState, Element, Job, utcnow
 from tests.bot.harness import bot_on
 from tests.bot.stack import *  # noqa: F403
 from tests.bot.stack import fake_training_run, wait_for

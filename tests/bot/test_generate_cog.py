@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from storage.models import Generation, Job
+from storage.db.models import Generation, Job
 from tests.bot.stack import *  # noqa: F403
 from tests.bot.stack import fake_training_run, finish_generation, wait_for
 
@@ -199,7 +199,7 @@ async def test_closed_dms_and_dm_origin(bot_harness, job_services, job_settings)
 
 
 async def _delivered(services: Any) -> bool:
-    from storage.models import Notification
+    from storage.db.models import Notification
 
     async with services.db.read() as s:
         rows = (await s.execute(select(Notification))).scalars().all()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from storage.job_transitions import JobTransitions
-from storage.models import Job
+from storage.db.models import Job
+from storage.queue.job_transitions import JobTransitions
 from tests.bot.stack import *  # noqa: F403
 from tests.bot.stack import wait_for
 

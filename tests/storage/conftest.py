@@ -9,8 +9,8 @@ import pytest
 
 from storage.actors import Actor
 from storage.dataset_views import AddReport, IncomingFile
+from storage.db.models import Visibility
 from storage.element_views import ElementInfo
-from storage.models import Visibility
 from storage.services import Services
 from tests.conftest import noise_png
 

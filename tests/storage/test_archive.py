@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from storage.archive import ArchiveRejected, ZipLimits, read_zip
-from storage.archive_writer import build_zip
 from storage.errors import InvalidInput
-from storage.ingest import IngestLimits, normalize_image
+from storage.images.archive import ArchiveRejected, ZipLimits, read_zip
+from storage.images.archive_writer import build_zip
+from storage.images.ingest import IngestLimits, normalize_image
 from storage.settings import load_settings
 from tests.storage import hostile as H
 
@@ -117,7 +117,7 @@ def test_entry_count_is_checked_while_reading_when_the_end_record_lies(monkeypat
     data[end + 8 : end + 12] = (7).to_bytes(2, "little") * 2  # "7 entries" on this disk and in total
     parsed = []
     real = zipfile.ZipFile
-    monkeypatch.setattr("storage.archive.zipfile.ZipFile", lambda *a, **k: parsed.append(1) or real(*a, **k))
+    monkeypatch.setattr("storage.images.archive.zipfile.ZipFile", lambda *a, **k: parsed.append(1) or real(*a, **k))
     with pytest.raises(ArchiveRejected, match=r"too many files \(165; the limit is 50\)"):
         read_zip(bytes(data), **KW)
     assert parsed == [], "refused before zipfile parsed thousands of directory records"

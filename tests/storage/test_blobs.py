@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.blobs import BlobNotFound, BlobStore, validate_hash
+from storage.db.blobs import BlobNotFound, BlobStore, validate_hash
 from storage.errors import InvalidInput, NotFound
 from storage.settings import load_settings
 from tests.s3_server import s3_selected
@@ -185,7 +185,7 @@ def test_storage_modules_import_neither_torch_nor_discord():
     import subprocess
     import sys
 
-    mods = ["blobs", "ingest", "sniff", "archive", "lint", "contact_sheet", "names"]
+    mods = ["db.blobs", "images.ingest", "images.sniff", "images.archive", "images.lint", "images.contact_sheet", "names"]
     code = (f"import sys; import {', '.join('storage.' + m for m in mods)}; "
             "bad = [m for m in ('torch', 'discord') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from storage.models import BotState, UploadSession, utcnow
+from storage.db.models import BotState, UploadSession, utcnow
 from tests.storage.conftest import add_seeds
 
 

@@ -109,7 +109,7 @@ async def test_member_storage_quota_refuses_what_does_not_fit_and_is_reported(ma
 
 
 async def _normalized(data: bytes):
-    from storage.ingest import IngestLimits, normalize_image
+    from storage.images.ingest import IngestLimits, normalize_image
 
     return normalize_image(data, IngestLimits(min_side=1))
 

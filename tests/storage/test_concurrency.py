@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import func, select
 
 from storage.dataset_views import IncomingFile
+from storage.db.models import DatasetImage, User
 from storage.errors import Conflict
-from storage.models import DatasetImage, User
 from tests.conftest import noise_png
 
 

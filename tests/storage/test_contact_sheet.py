@@ -6,7 +6,7 @@ import io
 
 from PIL import Image
 
-from storage.contact_sheet import _BADGE, render_contact_sheet
+from storage.images.contact_sheet import _BADGE, render_contact_sheet
 from tests.storage import hostile as H
 
 COLORS = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 200, 30), (200, 40, 200)]
@@ -68,7 +68,7 @@ def test_empty_dataset():
 
 
 def test_characters_the_font_lacks_are_replaced_not_boxed():
-    from storage.contact_sheet import _displayable, _has_glyph
+    from storage.images.contact_sheet import _displayable, _has_glyph
 
     out = _displayable("café “Straße” 猫 \U0010fffd ok", 12)
     assert out.endswith(" ok") and "\U0010fffd" not in out

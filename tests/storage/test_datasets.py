@@ -10,7 +10,7 @@ from PIL import Image
 
 from storage.dataset_views import IncomingFile
 from storage.errors import Conflict, InvalidInput, NotFound
-from storage.ingest import IngestLimits, normalize_image
+from storage.images.ingest import IngestLimits, normalize_image
 from storage.settings import load_settings
 from tests.conftest import noise_png
 from tests.storage.conftest import add_seeds, ready_element

@@ -11,8 +11,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text, update
 
-from storage.db import Database, alembic_config
-from storage.models import Base, QuotaCharge, User, utcnow
+from storage.db.engine import Database, alembic_config
+from storage.db.models import Base, QuotaCharge, User, utcnow
 
 
 def _head() -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from storage.db.models import Visibility
 from storage.errors import Ambiguous, Forbidden, NotFound
-from storage.models import Visibility
 from tests.storage.conftest import ready_element
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from storage.db.models import ElementStatus, Visibility
 from storage.errors import Conflict, FamilyMismatch, InvalidInput, NotFound
-from storage.models import ElementStatus, Visibility
 from tests.storage.conftest import ready_element
 
 

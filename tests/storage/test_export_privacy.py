@@ -8,8 +8,8 @@ import json
 import numpy as np
 from safetensors.numpy import load, save
 
+from storage.db.models import Visibility
 from storage.export_privacy import SHARED_DOWNLOAD_NOTE
-from storage.models import Visibility
 from tests.storage.conftest import ready_element
 
 SECRET = "221B Baker Street"
@@ -17,7 +17,7 @@ SECRET = "221B Baker Street"
 
 async def _with_real_files(services, element) -> None:
     """Give a READY Element kohya weights and an element.json as training writes them, captions included."""
-    from storage.models import Element
+    from storage.db.models import Element
 
     tensors = {"lora_unet_down.lora_down.weight": np.arange(12, dtype=np.float16).reshape(3, 4),
                "lora_unet_down.alpha": np.array(8.0, dtype=np.float16)}

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from storage.errors import InvalidInput
-from storage.ingest import (
+from storage.images.ingest import (
     ImageRejected,
     IngestLimits,
     NormalizedImage,

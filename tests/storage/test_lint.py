@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from storage.lint import Finding, ImageFacts, lint_dataset
+from storage.images.lint import Finding, ImageFacts, lint_dataset
 from storage.settings import ImageLimits
 
 LIMITS = ImageLimits()

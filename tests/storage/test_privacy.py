@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from storage.db.models import Visibility
 from storage.errors import Forbidden, NotFound
-from storage.models import Visibility
 from tests.conftest import noise_png
 from tests.storage.conftest import add_seeds, ready_element
 

@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 
 from storage.actors import Actor
+from storage.db.models import Job, QuotaCharge, utcnow
 from storage.errors import Forbidden, InvalidInput, QuotaExceeded
-from storage.models import Job, QuotaCharge, utcnow
 from storage.users import UserService
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from storage.embedded_redis import EmbeddedRedis
+from storage.queue.embedded_redis import EmbeddedRedis
 from storage.settings import ImageLimits, Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from storage.embedded_redis import EmbeddedRedis, embedded_redis, find_redis_server, redis_for
+from storage.queue.embedded_redis import EmbeddedRedis, embedded_redis, find_redis_server, redis_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +49,7 @@ async def test_second_process_joins_and_last_one_stops(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import asyncio
         from pathlib import Path
-        from storage.embedded_redis import embedded_redis
+        from storage.queue.embedded_redis import embedded_redis
         async def main():
             async with embedded_redis(Path({str(tmp_path)!r})) as url:
                 print(url)

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from storage.db.models import Job, QuotaCharge
 from storage.errors import InvalidInput, QuotaExceeded
-from storage.job_transitions import JobTransitions
-from storage.models import Job, QuotaCharge
+from storage.queue.job_transitions import JobTransitions
 from tests.worker.conftest import FAST_TRAIN
 
 

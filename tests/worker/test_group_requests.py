@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from storage.db.models import Element
 from storage.errors import InvalidInput
-from storage.models import Element
 from tests.storage.conftest import ready_element
 
 

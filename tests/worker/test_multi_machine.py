@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from storage.models import Job, Notification
+from storage.db.models import Job, Notification
 from storage.settings import Settings
 from tests.conftest import _pg_admin, pg_url
 from tests.s3_server import s3_selected

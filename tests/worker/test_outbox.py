@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from storage.db.models import Notification, utcnow
 from storage.job_views import NotificationView
-from storage.models import Notification, utcnow
-from storage.outbox import ConsoleDeliverer, OutboxPump, add_notification, render_line
+from storage.queue.outbox import ConsoleDeliverer, OutboxPump, add_notification, render_line
 
 
 class Recorder:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from storage.models import Element, Generation, Job, Notification, QuotaCharge, utcnow
-from storage.queue import QUEUES, arq_job_id
+from storage.db.models import Element, Generation, Job, Notification, QuotaCharge, utcnow
+from storage.queue.arq_jobs import QUEUES, arq_job_id
 from tests.worker.conftest import FAST_TRAIN, wait_for
 from worker.app import WorkerApp
 from worker.reconciler import Reconciler

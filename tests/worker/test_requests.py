@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from storage.db.models import Element, Job, Notification, QuotaCharge
 from storage.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
-from storage.models import Element, Job, Notification, QuotaCharge
-from storage.queue import QUEUES, arq_job_id
+from storage.queue.arq_jobs import QUEUES, arq_job_id
 from tests.worker.conftest import FAST_TRAIN
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from storage.models import Generation, Job, Notification
-from storage.queue import FUNCTIONS, QUEUES
+from storage.db.models import Generation, Job, Notification
+from storage.queue.arq_jobs import FUNCTIONS, QUEUES
 from tests.worker.conftest import wait_for
 
 pytestmark = pytest.mark.slow  # two real worker processes run forty jobs

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.embedded_redis import find_redis_server
+from storage.queue.embedded_redis import find_redis_server
 from storage.redact import MaskingFilter, install_log_masking, mask_urls
 from storage.settings import load_settings
 from tests.worker.conftest import ROOT

@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any
 
-from storage.models import Job
+from storage.db.models import Job
 from tests.storage.conftest import ready_element
 from worker.app import WorkerApp, sweep_storage, worker_settings
 from worker.generate_job import execute_generation
@@ -69,7 +69,7 @@ async def test_queued_training_payload_keeps_its_images_through_the_sweep(servic
     async with services.db.transaction() as s:  # only the queued job's payload refers to them now
         from sqlalchemy import delete
 
-        from storage.models import Dataset, Element
+        from storage.db.models import Dataset, Element
         await s.execute(delete(Element).where(Element.id == job.element_id))
         await s.execute(delete(Dataset))
     for h in hashes:

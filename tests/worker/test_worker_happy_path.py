@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from storage.models import Element, Generation, Job, Notification, QuotaCharge
+from storage.db.models import Element, Generation, Job, Notification, QuotaCharge
 from tests.worker.conftest import FAST_TRAIN, wait_for
 
 pytestmark = pytest.mark.slow  # a real worker process trains and generates

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from storage.models import Element, Job, Notification, QuotaCharge
+from storage.db.models import Element, Job, Notification, QuotaCharge
 from tests.worker.conftest import FAST_TRAIN, wait_for
 
 pytestmark = pytest.mark.slow  # a real worker process trains, is cancelled, killed and resumed

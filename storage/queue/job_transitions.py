@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import Generation, Job, JobKind, JobStatus, utcnow
-from storage.outbox import add_notification
+from storage.db.models import Generation, Job, JobKind, JobStatus, utcnow
+from storage.queue.outbox import add_notification
 
 # Failure codes that are not the member's doing; every other failure (timeout, invalid, diverged, oom) is paid.
 REFUNDED_FAILURES = frozenset({"crashed", "exhausted", "internal", "missing_input", "busy", "base_model"})

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from storage.ingest import phash_distance
+from storage.images.ingest import phash_distance
 from storage.settings import Family, ImageLimits
 from storage.wording import plural
 

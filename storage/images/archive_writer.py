@@ -1,5 +1,5 @@
 """Export archives: a dataset as a kohya-style .zip (``0001.png`` + ``0001.txt``), the format
-:mod:`storage.archive` reads back; written straight to a file, nothing held whole in memory."""
+:mod:`storage.images.archive` reads back; written straight to a file, nothing held whole in memory."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
-from storage.archive import _is_junk, _split_ext, _unsafe_name
+from storage.images.archive import _is_junk, _split_ext, _unsafe_name
 
 _FIXED_TIME = (2000, 1, 1, 0, 0, 0)
 _JPEG_MAGIC = b"\xff\xd8\xff"

@@ -1,4 +1,4 @@
-"""Alembic environment: async-capable, and able to reuse a connection handed in by storage.db."""
+"""Alembic environment: async-capable, and able to reuse a connection handed in by storage.db.engine."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from storage.models import Base, UTCDateTime
+from storage.db.models import Base, UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata

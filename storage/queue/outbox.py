@@ -28,8 +28,8 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.db.models import Job, Notification, User, utcnow
 from storage.job_views import NotificationView
-from storage.models import Job, Notification, User, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Handing a committed job row to the queue: enqueue it now, or leave it for the reconciler.
 
-Kept apart from :mod:`storage.queue` so the use cases that call it do not import arq/Redis.
+Kept apart from :mod:`storage.queue.arq_jobs` so the use cases that call it do not import arq/Redis.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Dataset archives: read a kohya-style .zip (``cat.png`` + ``cat.txt``) safely (exports: :mod:`storage.archive_writer`).
+"""Dataset archives: read a kohya-style .zip (``cat.png`` + ``cat.txt``) safely (exports: :mod:`storage.images.archive_writer`).
 
 Reading never extracts to disk and never trusts the archive: names that would escape a folder (zip slip) are
 refused per entry, sizes in the headers are ignored in favour of a running byte count while streaming each
 entry (so a zip bomb stops after at most ``max_entry_bytes``), the entry count is checked from the end record and
 again by counting the central directory's records before zipfile parses them (an end record may lie), encrypted
 entries are refused, and an import reads one image entry at a time (:class:`ZipReader`). Which entries are images is decided later,
-by content, in :mod:`storage.ingest`; here every file that is not a caption or OS clutter is an image candidate.
+by content, in :mod:`storage.images.ingest`; here every file that is not a caption or OS clutter is an image candidate.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from storage.db.models import Job, JobKind, JobStatus, User
 from storage.job_views import JobInfo
-from storage.models import Job, JobKind, JobStatus, User
 
 KEY = "delivery"
 MessageRef = tuple[int, int]  # (channel id, message id)
@@ -61,7 +61,7 @@ class ActiveProgress:
 
 
 class DeliveryLog:
-    """Reads and records delivery state on job rows (``db`` is a :class:`storage.db.Database`)."""
+    """Reads and records delivery state on job rows (``db`` is a :class:`storage.db.engine.Database`)."""
 
     def __init__(self, db: Any) -> None:
         self.db = db

@@ -5,7 +5,7 @@ Policy (the same for every way of adding images):
 * Accepted: PNG, JPEG and WEBP, recognised by content (never by file name or declared type). JPEGs carrying
   extra pictures (MPO: iPhone depth maps, stereo cameras) are accepted as their primary picture.
 * Refused, with a reason and a hint: empty or oversized files, other formats, decompression bombs (the pixel
-  count is read from the header by :mod:`storage.sniff` before Pillow opens the file, so Pillow neither decodes
+  count is read from the header by :mod:`storage.images.sniff` before Pillow opens the file, so Pillow neither decodes
   nor warns about them; its own DecompressionBombWarning can only fire if ``max_pixels`` is set above Pillow's
   ~89 MP threshold), headers that are malformed or abusive (floods of segments/chunks that would keep Pillow's
   Python header parser busy for seconds), **animated** PNG/WEBP (which frame to train on
@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
 from storage.errors import InvalidInput
-from storage.sniff import ALLOWED, header_size, sniff_format
+from storage.images.sniff import ALLOWED, header_size, sniff_format
 
 if TYPE_CHECKING:
     from storage.settings import Settings

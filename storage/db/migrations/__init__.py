@@ -1,0 +1,1 @@
+"""Alembic migrations (run through :meth:`storage.db.engine.Database.upgrade` or ``atelier db upgrade``)."""

@@ -1,0 +1,1 @@
+"""Image handling: sniffing, ingest, dataset archives (read and write), contact sheets, lint."""

@@ -1,1 +1,0 @@
-"""Alembic migrations (run through :meth:`storage.db.Database.upgrade` or ``atelier db upgrade``)."""
