@@ -11,7 +11,7 @@ from aiohttp import web
 from sqlalchemy import update
 
 from bot.attachments import AttachmentDownloader, SizeCaps
-from bot.cogs.dataset_add import PendingPicks
+from bot.cogs.dataset.add import PendingPicks
 from storage.db.models import UploadSession, utcnow
 from tests.bot.dataset_world import COGS, World, dataset_world
 from tests.bot.harness import bot_on

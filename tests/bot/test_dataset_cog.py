@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.cogs.dataset_common import parse_indices
+from bot.cogs.dataset.common import parse_indices
 from storage.errors import InvalidInput
 from tests.bot.dataset_world import World, dataset_world
 from tests.bot.images import png

@@ -19,7 +19,7 @@ from discord import app_commands
 
 from bot import render
 from bot.attachments import looks_like_image
-from bot.cogs.dataset_common import DatasetCogBase, dataset_names
+from bot.cogs.dataset.common import DatasetCogBase, dataset_names
 from bot.context import (
     RoutedSelect,
     actor,

@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 
 from bot import render
-from bot.cogs.dataset_common import DatasetCogBase, dataset_names, parse_indices
+from bot.cogs.dataset.common import DatasetCogBase, dataset_names, parse_indices
 from bot.context import actor, button, component, custom_id, defer, reply, routed_view, update
 from bot.dataset_render import list_embed, show_embed
 from bot.dataset_render import name as _q

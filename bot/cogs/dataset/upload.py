@@ -16,7 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.cogs.dataset_common import DatasetCogBase, dataset_names
+from bot.cogs.dataset.common import DatasetCogBase, dataset_names
 from bot.context import NO_MENTIONS, actor, defer, reply, send_dm
 from bot.dataset_render import add_report_embed, timestamp
 from bot.dataset_render import name as quoted

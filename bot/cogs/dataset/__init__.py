@@ -1,6 +1,6 @@
 """``/dataset …`` and the message menu **Add to dataset**: one cog (one ``/dataset`` command group) assembled
-from mixins, one per concern: dataset_manage (create/list/show/caption/remove/rename/delete/export),
-dataset_add (attachments and the message menu), dataset_upload (DM upload sessions)."""
+from mixins, one per concern: manage (create/list/show/caption/remove/rename/delete/export),
+add (attachments and the message menu), upload (DM upload sessions)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.attachments import AttachmentDownloader
-from bot.cogs.dataset_add import DatasetAddMixin, PendingPicks
-from bot.cogs.dataset_manage import DatasetManageMixin
-from bot.cogs.dataset_upload import DatasetUploadMixin
+from bot.cogs.dataset.add import DatasetAddMixin, PendingPicks
+from bot.cogs.dataset.manage import DatasetManageMixin
+from bot.cogs.dataset.upload import DatasetUploadMixin
 
 if TYPE_CHECKING:
     from bot.app import AtelierBot
