@@ -15,12 +15,13 @@ from typing import Any
 
 from storage.errors import AtelierError
 from storage.queue.job_transitions import LostJob
+from worker.outcomes import Outcome
 
 log = logging.getLogger(__name__)
 LORA_FILES_KEPT = 64  # weight files kept in the work dir for the engine (least recently used go first)
 
 
-async def execute_generation(app: Any, job_id: int, dispatch: int) -> str:
+async def execute_generation(app: Any, job_id: int, dispatch: int) -> Outcome:
     job = await app.transitions.start(job_id, dispatch, app.options.worker_id)
     if job is None:
         return "skipped"

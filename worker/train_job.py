@@ -25,6 +25,7 @@ from trainer.config import TrainingConfig
 from trainer.memory.planner import RESERVE_GB, PlanError, TrainShape, arch_for, plan_training
 from worker.checkpoint_mirror import CheckpointMirror
 from worker.child_protocol import CANCEL_FILE, EXIT_CANCELLED, EXIT_INVALID, EXIT_OK, PAUSE_FILE, PAUSED_FILE
+from worker.outcomes import Outcome, StopReason
 from worker.progress import Throttle, epoch_finished, shape
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ def job_dir(app: Any, job_id: int) -> Path:
     return app.options.resolved_work_dir(app.settings) / "jobs" / str(job_id)
 
 
-async def execute_training(app: Any, job_id: int, dispatch: int, *, on_event: EventFn | None = None) -> str:
+async def execute_training(app: Any, job_id: int, dispatch: int, *, on_event: EventFn | None = None
+                           ) -> Outcome:
     """Run dispatch ``dispatch`` of training job ``job_id``; returns the outcome (skipped, succeeded, failed,
     cancelled, retrying, lost)."""
     job = await app.transitions.start(job_id, dispatch, app.options.worker_id)
@@ -64,14 +66,14 @@ class TrainingRun:
         self.last_training: dict[str, Any] | None = None
         self.result: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
-        self.stopping: str | None = None  # "cancel" | "timeout" | "lost" once we decided to stop the child
+        self.stopping: StopReason | None = None  # set once we decided to stop the child
         self.throttle = Throttle(app.options.progress_interval)
         self.publish_throttle = Throttle(app.options.publish_interval)  # live followers: same rule, faster
         self.started = time.monotonic()
 
     # ---- orchestration ---------------------------------------------------------------------------------------
 
-    async def run(self) -> str:
+    async def run(self) -> Outcome:
         t = self.app.transitions
         try:
             spec_path = await self._prepare()
@@ -182,7 +184,7 @@ class TrainingRun:
         held = self.child.held_total if self.child is not None else 0.0
         return time.monotonic() - self.started - held
 
-    async def _stop(self, why: str, grace: float) -> None:
+    async def _stop(self, why: StopReason, grace: float) -> None:
         self.stopping = why
         (self.control / CANCEL_FILE).touch()
         asyncio.get_running_loop().create_task(self._terminate(grace))
@@ -284,7 +286,7 @@ class TrainingRun:
             return budget
         return plan.peak_gb + RESERVE_GB if plan.arch else 0.0
 
-    async def _conclude(self, rc: int) -> str:
+    async def _conclude(self, rc: int) -> Outcome:
         t, jid, att = self.app.transitions, self.job.id, self.attempt
         if self.stopping == "lost":
             return "lost"
