@@ -6,9 +6,9 @@ from collections.abc import Iterable, Sequence
 
 import discord
 
-from storage.wording import plural
+from storage.wording import human_bytes, plural
 
-__all__ = ["plural"]  # re-exported: the cogs and renderers take it from here
+__all__ = ["human_bytes", "plural"]  # re-exported: the cogs and renderers take it from here
 
 CONTENT_LIMIT = 2000
 TITLE_LIMIT = 256
@@ -28,14 +28,6 @@ ERROR = 0xE74C3C
 def truncate(text: str, limit: int, *, ellipsis: str = "…") -> str:
     """``text`` cut to ``limit`` characters, marking the cut."""
     return text if len(text) <= limit else text[: max(0, limit - len(ellipsis))] + ellipsis
-
-
-def human_bytes(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 def human_duration(seconds: float) -> str:

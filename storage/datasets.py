@@ -40,14 +40,14 @@ from storage.db.blob_gc import BlobCollector, tombstone
 from storage.db.blobs import BlobStore
 from storage.db.engine import Database, dialect_insert
 from storage.db.models import Dataset, DatasetImage, UploadSession, User, utcnow
-from storage.disk_quota import StorageUse, human_bytes, member_bytes
+from storage.disk_quota import StorageUse, member_bytes
 from storage.errors import Conflict, InvalidInput, NotFound
 from storage.heavy import heavy_slot
 from storage.images.lint import Finding
 from storage.names import clean_caption, clean_text, normalize_name, text_key
 from storage.settings import Family, Settings
 from storage.training_rules import known_base, parse_category
-from storage.wording import plural
+from storage.wording import human_bytes, plural
 
 MAX_DESCRIPTION = 1000
 MAX_DATASETS_PER_USER = 200

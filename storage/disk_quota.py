@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db.models import Dataset, DatasetImage
+from storage.wording import human_bytes
 
 
 @dataclass(frozen=True)
@@ -33,13 +34,6 @@ async def member_bytes(session: AsyncSession, user_id: int) -> int:
     return int(await session.scalar(
         select(func.coalesce(func.sum(DatasetImage.byte_size), 0))
         .join(Dataset, Dataset.id == DatasetImage.dataset_id).where(Dataset.owner_id == user_id)) or 0)
-
-
-def human_bytes(n: int) -> str:
-    for unit, size in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
 
 
 def full_reason(use: StorageUse) -> tuple[str, str]:
