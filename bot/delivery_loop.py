@@ -11,6 +11,7 @@ import socket
 from typing import Any
 
 from bot.deliverer import DiscordDeliverer, discord_user_id
+from storage.queue.outbox import OutboxPump
 
 log = logging.getLogger("atelier.bot.deliver")
 POLL_INTERVAL = 0.5  # seconds between outbox polls when idle
@@ -63,8 +64,6 @@ class DeliveryRunner:
 
     def __init__(self, bot: Any, *, fallback: Any | None = None, poll_interval: float = POLL_INTERVAL,
                  refresh_interval: float = REFRESH_INTERVAL) -> None:
-        from storage.queue.outbox import OutboxPump
-
         self.deliverer = DiscordDeliverer(bot, bot.services, fallback=fallback)
         consumer = f"bot:{socket.gethostname()}:{os.getpid()}:{id(bot):x}"
         self.pump = OutboxPump(bot.services.db, self.deliverer, consumer, poll_interval=poll_interval)

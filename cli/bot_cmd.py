@@ -12,8 +12,13 @@ from typing import Annotated, Any
 
 import typer
 
+from bot.app import discord_token, run_bot
 from cli.common import err_console, fail
 from cli.worker_cmd import setup_logging
+from storage.queue.embedded_redis import redis_for
+from storage.queue.outbox import ConsoleDeliverer
+from storage.services import build_services
+from storage.settings import SettingsError, load_settings
 
 app = typer.Typer(add_completion=False)
 
@@ -24,9 +29,6 @@ def bot(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
             "--sync", help="Register the slash commands with Discord even if they did not change (they are "
                            "otherwise synced only when their definitions changed).")] = False) -> None:
     """Run the Discord bot until Ctrl-C (needs ATELIER_DISCORD_TOKEN; workers run with `atelier worker`)."""
-    from bot.app import discord_token
-    from storage.settings import SettingsError, load_settings
-
     try:
         settings = load_settings()
         discord_token(settings)  # a missing token is a one-line error before anything starts
@@ -47,11 +49,6 @@ def bot(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 
 
 async def serve(settings: Any, *, force_sync: bool = False) -> None:
-    from bot.app import run_bot
-    from storage.queue.embedded_redis import redis_for
-    from storage.queue.outbox import ConsoleDeliverer
-    from storage.services import build_services
-
     con = err_console()
     services = await build_services(settings)
     try:

@@ -8,17 +8,21 @@ import enum
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape as _escape
 
-if TYPE_CHECKING:
-    from storage.actors import Actor
-    from storage.services import Services
+from cli.state import CliState
+from storage.actors import Actor
+from storage.errors import AtelierError
+from storage.queue.embedded_redis import redis_for
+from storage.redact import mask_urls
+from storage.services import Services, build_services
+from storage.settings import SettingsError, load_settings
 
 T = TypeVar("T")
 
@@ -26,14 +30,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 # Where a command writes its file(s): one spelling for every command, ``--output`` accepted as an alias.
 OUT_FLAGS = ("--out", "--output", "-o")
-
-
-@dataclass
-class CliState:
-    """Global options, stored on the root context (``ctx.obj``) by ``cli.main``."""
-
-    user: str = "local"
-    json: bool = False
 
 
 def state(ctx: typer.Context) -> CliState:
@@ -77,8 +73,6 @@ def print_json(data: Any) -> None:
 
 def fail(message: str, *, as_json: bool, code: str = "error", hint: str = "") -> typer.Exit:
     """Report a user error in one line (or as JSON) and return the exit to raise (URL passwords masked)."""
-    from storage.redact import mask_urls
-
     message, hint = mask_urls(message), mask_urls(hint)
     if as_json:
         print_json({"ok": False, "error": {"code": code, "message": message, "hint": hint}})
@@ -105,21 +99,13 @@ def run(ctx: typer.Context, as_json: bool, fn: Callable[[Services, Actor], Await
     "queue" connects it to Redis too (the configured one, or the embedded one a local ``atelier run`` shares).
     Domain errors (and invalid settings) become a one-line message and exit code 1.
     """
-    from storage.errors import AtelierError
-    from storage.settings import SettingsError
-
     async def go() -> T:
-        from storage.services import build_services
-        from storage.settings import load_settings
-
         settings = load_settings()
         services = await build_services(settings)
         try:
             actor = await services.users.local_actor(state(ctx).user)
-            if jobs == "none":  # dataset/element commands: no job machinery to import or connect
+            if jobs == "none":  # dataset/element commands: no job machinery to connect
                 return await fn(services, actor)
-            from storage.queue.embedded_redis import redis_for
-
             if jobs == "local":
                 await services.attach_jobs(None)
                 return await fn(services, actor)
@@ -139,6 +125,4 @@ def run(ctx: typer.Context, as_json: bool, fn: Callable[[Services, Actor], Await
 
 def escape(text: str) -> str:
     """User text shown through rich: never interpreted as markup."""
-    from rich.markup import escape as _escape
-
     return _escape(text)

@@ -22,6 +22,8 @@ from cli.common import (
     run,
     wants_json,
 )
+from storage.dataset_views import IncomingFile
+from storage.settings import load_settings
 from storage.wording import plural
 
 if TYPE_CHECKING:
@@ -112,8 +114,6 @@ def _expand(paths: list[Path]) -> list[Path]:
 
 
 def _read_files(paths: list[Path], caption: str | None, max_bytes: int) -> tuple[list[IncomingFile], list[dict]]:
-    from storage.dataset_views import IncomingFile
-
     files, problems = [], []
     for p in _expand(paths):
         if not p.is_file():
@@ -173,8 +173,6 @@ def add(ctx: typer.Context, name: NameArg,
         caption: Annotated[str | None, typer.Option("--caption", "-c", help="Caption for every file added.")] = None,
         json: JsonOpt = False) -> None:
     """Add images; each file is listed as added (with its number) or refused (with the reason). Exit 1 if none was added."""
-    from storage.settings import load_settings
-
     as_json = wants_json(ctx, json)
     incoming, problems = _read_files(files, caption, load_settings().max_upload_bytes)
     report = _progress_run(ctx, as_json, "Adding images",

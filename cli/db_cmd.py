@@ -8,14 +8,13 @@ from typing import Annotated
 import typer
 
 from cli.common import JsonOpt, fail, out, print_json, wants_json
+from storage.db.engine import Database, make_revision
+from storage.settings import SettingsError, load_settings
 
 app = typer.Typer(no_args_is_help=True, help="Database schema (migrations).")
 
 
 def _database():
-    from storage.db.engine import Database
-    from storage.settings import SettingsError, load_settings
-
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -63,6 +62,4 @@ def current(ctx: typer.Context, json: JsonOpt = False) -> None:
 def revision(message: Annotated[str, typer.Option("--message", "-m")],
              empty: Annotated[bool, typer.Option("--empty", help="No autogenerate.")] = False) -> None:
     """Developers: write a new migration from the difference between the models and the database."""
-    from storage.db.engine import make_revision
-
     make_revision(_database(), message, autogenerate=not empty)

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from cli.common import OUT_FLAGS, JsonOpt, err_console, escape, fail, out, print_json, wants_json
+from storage.settings import SettingsError, load_settings
+from trainer.demo import run_demo
 
 app = typer.Typer(help="Offline demo: train a tiny Element on a synthetic dataset and render a strength grid.")
 
@@ -24,7 +26,6 @@ def demo(
     at strengths 0, 0.5 and 1.0, and write a labelled grid PNG plus the export bundle. Works offline."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-    from storage.settings import SettingsError, load_settings
 
     as_json = wants_json(ctx, as_json)
     try:
@@ -32,7 +33,6 @@ def demo(
     except SettingsError as exc:
         raise fail(str(exc), as_json=as_json, code="settings") from None
     _quiet_model_libraries()
-    from trainer.demo import run_demo
 
     started = time.monotonic()
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),

@@ -19,6 +19,7 @@ from cli.common import (
     run,
     wants_json,
 )
+from storage.export_privacy import SHARED_DOWNLOAD_NOTE
 
 app = typer.Typer(no_args_is_help=True, help="Your trained Elements and shared ones: list, info, share, export.")
 
@@ -95,7 +96,6 @@ def share(ctx: typer.Context, ref: RefArg,
     e = run(ctx, as_json, lambda s, a: s.elements.share(a, ref, visibility, guild))
     if as_json:
         return print_json({"ok": True, "element": e})
-    from storage.export_privacy import SHARED_DOWNLOAD_NOTE
 
     note = f" {SHARED_DOWNLOAD_NOTE}" if e.visibility != "private" else ""
     out().print(f"“{escape(e.name)}” is now {e.visibility}.{escape(note)}")

@@ -10,6 +10,9 @@ import typer
 
 from cli.common import OUT_FLAGS, JsonOpt, fail, out, print_json, wants_json
 from cli.jobs_cmd import follow_job, report, run_jobs, warn_if_no_worker
+from worker.app import WorkerApp
+from worker.generate_job import execute_generation
+from worker.settings import WorkerOptions
 
 app = typer.Typer(add_completion=False)
 Opt = typer.Option
@@ -102,10 +105,6 @@ def generate(
 
 async def generate_here(services: Any, actor: Any, info: Any) -> Any:
     """Run the worker's generation job body in this process (one code path)."""
-    from worker.app import WorkerApp
-    from worker.generate_job import execute_generation
-    from worker.settings import WorkerOptions
-
     app = WorkerApp(services, WorkerOptions(queues=("generate",)), enqueuer=None)
     try:
         outcome = await execute_generation(app, info.id, 0)

@@ -1,4 +1,5 @@
-"""``atelier`` — the command line. Subcommands load lazily, so ``atelier dataset …`` never imports torch.
+"""``atelier`` — the command line. Subcommands load lazily: ``atelier --help`` imports only this package's
+entry point, and ``atelier dataset …`` imports storage but never torch or discord.
 
 To add a subcommand, add one line to :data:`SUBCOMMANDS`: ``name: ("module:attribute", "help")`` where the
 attribute is a ``typer.Typer`` (a group of commands, or a single command when it holds just one).
@@ -13,7 +14,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from cli.common import CliState
+from cli.state import CliState
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "dataset": ("cli.dataset_cmd:app", "Create datasets and add, caption, check and export their images."),
@@ -30,15 +31,30 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 class LazyGroup(TyperGroup):
-    """A click group whose subcommands are imported only when used (or when help lists them)."""
+    """A click group whose subcommands are imported only when one is run or asked for help.
+
+    The top-level help lists each subcommand from :data:`SUBCOMMANDS` alone: importing every command module (and
+    with it storage, the worker and the bot) just to print one line each would make ``atelier --help`` slow.
+    """
+
+    _listing = False
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(SUBCOMMANDS))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in SUBCOMMANDS:
+            if self._listing:
+                return click.Command(cmd_name, help=SUBCOMMANDS[cmd_name][1])
             return _load(cmd_name)
         return super().get_command(ctx, cmd_name)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
 
 
 def _load(name: str) -> click.Command:

@@ -10,8 +10,14 @@ from typing import Annotated, Any
 
 import typer
 
+from bot.app import run_bot
 from cli.common import err_console, fail
 from cli.worker_cmd import setup_logging, worker_options
+from storage.queue.embedded_redis import redis_for
+from storage.queue.outbox import ConsoleDeliverer, OutboxPump
+from storage.services import build_services
+from storage.settings import SettingsError, load_settings
+from worker.app import run_worker
 
 app = typer.Typer(add_completion=False)
 
@@ -31,8 +37,6 @@ def run(
     Without ATELIER_DISCORD_TOKEN it says so and runs the worker, so the CLI can queue work
     (`atelier train … --queue`, `atelier generate … --queue`); notifications are printed.
     """
-    from storage.settings import SettingsError, load_settings
-
     options = worker_options(queues, work_dir, 0.05, 10, None)
     try:
         settings = load_settings()
@@ -46,11 +50,6 @@ def run(
 
 
 async def run_all(settings: Any, options: Any, *, worker: bool = True) -> None:
-    from storage.queue.embedded_redis import redis_for
-    from storage.queue.outbox import ConsoleDeliverer, OutboxPump
-    from storage.services import build_services
-    from worker.app import run_worker
-
     con = err_console()
     services = await build_services(settings)
     stop = asyncio.Event()
@@ -95,11 +94,5 @@ async def run_all(settings: Any, options: Any, *, worker: bool = True) -> None:
 
 
 async def _bot(settings: Any, services: Any, con: Any) -> None:
-    from storage.queue.outbox import ConsoleDeliverer
-
-    try:
-        from bot.app import run_bot
-    except ImportError as exc:  # pragma: no cover — the bot package ships with Atelier
-        raise RuntimeError(f"the Discord bot is not available in this install: {exc}") from None
     # The bot runs the outbox pump (Discord DMs); notifications of CLI users print here.
     await run_bot(settings, services, notification_fallback=ConsoleDeliverer(con))

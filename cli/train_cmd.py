@@ -11,6 +11,10 @@ import typer
 
 from cli.common import JsonOpt, err_console, escape, fail, out, print_json, wants_json
 from cli.jobs_cmd import describe, follow_job, new_progress, report, run_jobs, warn_if_no_worker
+from storage.training_preview import preview_training
+from worker.app import WorkerApp
+from worker.settings import WorkerOptions
+from worker.train_job import execute_training
 
 app = typer.Typer(add_completion=False)
 
@@ -149,8 +153,6 @@ def group_lines(config: dict[str, Any]) -> list[str]:
 def show_plan(ctx: typer.Context, as_json: bool, dataset: str, *, name: str | None, trigger: str | None,
               category: str, base: str | None, overrides: dict[str, Any], description: str) -> None:
     """``--plan``: the same checks and figures as the Discord confirmation, nothing queued or charged."""
-    from storage.training_preview import preview_training
-
     async def go(services: Any, actor: Any) -> Any:
         return await preview_training(
             services, actor, dataset=dataset, name=name or "plan preview", category=category,
@@ -175,10 +177,6 @@ def show_plan(ctx: typer.Context, as_json: bool, dataset: str, *, name: str | No
 
 async def train_here(services: Any, actor: Any, info: Any, *, quiet: bool) -> Any:
     """Run the worker's training job body in this process (one code path); Ctrl-C cancels the job."""
-    from worker.app import WorkerApp
-    from worker.settings import WorkerOptions
-    from worker.train_job import execute_training
-
     app = WorkerApp(services, WorkerOptions(queues=("train",)), enqueuer=None)
     loop = asyncio.get_running_loop()
     with new_progress(err_console()) as bar:

@@ -12,7 +12,17 @@ import typer
 from redis.exceptions import RedisError
 
 from cli.common import err_console, fail, out, print_json
-from storage.redact import mask_urls
+from storage.db.blobs import BlobStore
+from storage.db.engine import Database
+from storage.queue.arq_jobs import connect
+from storage.queue.embedded_redis import find_redis_server, redis_for
+from storage.redact import install_log_masking, mask_urls
+from storage.services import build_services
+from storage.settings import SettingsError, load_settings
+from trainer.memory.planner import detect_gpu_gb
+from worker.app import run_worker
+from worker.checkpoint_mirror import open_store
+from worker.settings import WorkerOptions
 from worker.stack_versions import stack_report
 
 app = typer.Typer(add_completion=False)
@@ -26,7 +36,6 @@ WorkDirOpt = Annotated[Path | None, typer.Option(
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from storage.redact import install_log_masking
 
     install_log_masking()  # URLs with credentials appear in connection errors; never log the password
     if not verbose:
@@ -35,8 +44,6 @@ def setup_logging(verbose: bool = False) -> None:
 
 def worker_options(queues: str, work_dir: Path | None, poll_delay: float, reconcile_every: int,
                    heartbeat: float | None) -> Any:
-    from worker.settings import WorkerOptions
-
     names = tuple(q.strip() for q in queues.split(",") if q.strip())
     try:
         return WorkerOptions(queues=names, work_dir=work_dir, poll_delay=poll_delay,
@@ -62,8 +69,6 @@ def worker(
 
     Needs the database, Redis and blob store settings only — never the Discord token.
     """
-    from storage.settings import SettingsError, load_settings
-
     options = worker_options(queues, work_dir, poll_delay, reconcile_every, heartbeat)
     try:
         settings = load_settings()
@@ -86,10 +91,6 @@ def worker(
 
 
 async def serve(settings: Any, options: Any) -> None:
-    from storage.queue.embedded_redis import redis_for
-    from storage.services import build_services
-    from worker.app import run_worker
-
     services = await build_services(settings)
     try:
         async with redis_for(settings.resolved_redis_url, settings.data_dir) as url:
@@ -103,7 +104,6 @@ async def serve(settings: Any, options: Any) -> None:
 async def check_worker(settings: Any, options: Any) -> dict[str, tuple[bool, str]]:
     """Each part a worker needs: (ok, detail)."""
     report: dict[str, tuple[bool, str]] = {}
-    from storage.db.engine import Database
 
     db = Database(settings.resolved_database_url)
     try:
@@ -134,8 +134,6 @@ async def check_worker(settings: Any, options: Any) -> dict[str, tuple[bool, str
 
 def _check_gpu_budget(setting: float | None) -> tuple[bool, str]:
     """The GPU and the memory budget runs are planned against (trainer.memory.planner)."""
-    from trainer.memory.planner import detect_gpu_gb
-
     total, name = detect_gpu_gb()
     gpu = f"{name}, {total:.1f} GB" if total is not None else name
     if setting is None:
@@ -149,13 +147,10 @@ def _check_gpu_budget(setting: float | None) -> tuple[bool, str]:
 
 async def _check_redis(settings: Any) -> tuple[bool, str]:
     if not settings.resolved_redis_url:
-        from storage.queue.embedded_redis import find_redis_server
-
         try:
             return True, f"embedded (no ATELIER_REDIS_URL): {find_redis_server()}"
         except Exception as exc:  # noqa: BLE001
             return False, str(exc)
-    from storage.queue.arq_jobs import connect
 
     try:
         redis = await connect(settings.resolved_redis_url, retries=0)
@@ -167,8 +162,6 @@ async def _check_redis(settings: Any) -> tuple[bool, str]:
 
 
 async def _check_blobs(settings: Any) -> tuple[bool, str]:
-    from storage.db.blobs import BlobStore
-
     store = BlobStore.from_settings(settings)
     try:
         h = await store.put_bytes(b"atelier worker check")
@@ -184,7 +177,6 @@ def _check_checkpoints(settings: Any) -> tuple[bool, str]:
     if store is None:
         return True, ("in the work dir only: another machine resumes a crashed training only if ATELIER_WORK_DIR is "
                       "on shared storage (or set ATELIER_CHECKPOINT_URL / an s3:// ATELIER_BLOB_URL)")
-    from worker.checkpoint_mirror import open_store
 
     url, options = store
     try:

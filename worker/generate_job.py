@@ -15,6 +15,7 @@ from typing import Any
 
 from storage.errors import AtelierError
 from storage.queue.job_transitions import LostJob
+from trainer.api import BaseModelRef, GenerationRequest, GenerationStopped, LoraRef
 from worker.outcomes import Outcome
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,6 @@ async def _heartbeat(app: Any, job_id: int, attempt: int, cancel: asyncio.Event)
 
 
 async def _generate(app: Any, job: Any, attempt: int, cancel: asyncio.Event) -> str:
-    from trainer.api import BaseModelRef, GenerationRequest, GenerationStopped, LoraRef
-
     t, p = app.transitions, job.payload
     spec = app.settings.base_models.get(p["base_model"])
     if gone := await app.services.elements.deleted_of([e["element_id"] for e in p["elements"]]):

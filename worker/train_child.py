@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from storage.redact import mask_urls
+from trainer.api import BaseModelRef, TrainingCancelled, TrainItem
+from trainer.config import TrainingConfig, validation_message
 from worker.child_protocol import (
     CANCEL_FILE,
     EXIT_CANCELLED,
@@ -154,8 +156,6 @@ def run(spec: ChildSpec, emit: Emitter) -> int:
     """Train; returns the exit status. Heavy imports happen here, after the protocol is set up."""
     from pydantic import ValidationError
 
-    from trainer.api import BaseModelRef, TrainingCancelled, TrainItem
-    from trainer.config import TrainingConfig, validation_message
     from trainer.train import run_fingerprint, train_lora
 
     out_dir = Path(spec.out_dir)
