@@ -8,7 +8,7 @@ Notifications of non-Discord users (jobs queued from the CLI) are printed here.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -18,7 +18,7 @@ from cli.worker_cmd import setup_logging
 from storage.queue.embedded_redis import redis_for
 from storage.queue.outbox import ConsoleDeliverer
 from storage.services import build_services
-from storage.settings import SettingsError, load_settings
+from storage.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(add_completion=False)
 
@@ -48,7 +48,7 @@ def bot(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
             from None
 
 
-async def serve(settings: Any, *, force_sync: bool = False) -> None:
+async def serve(settings: Settings, *, force_sync: bool = False) -> None:
     con = err_console()
     services = await build_services(settings)
     try:

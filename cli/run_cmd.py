@@ -9,15 +9,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
 from bot.app import run_bot
 from cli.common import err_console, fail
 from cli.worker_cmd import setup_logging, worker_options
 from storage.queue.embedded_redis import redis_for
 from storage.queue.outbox import ConsoleDeliverer, OutboxPump
-from storage.services import build_services
-from storage.settings import SettingsError, load_settings
+from storage.services import Services, build_services
+from storage.settings import Settings, SettingsError, load_settings
 from worker.app import run_worker
+from worker.settings import WorkerOptions
 
 app = typer.Typer(add_completion=False)
 
@@ -49,7 +51,7 @@ def run(
         raise fail(str(exc), as_json=False, code="startup") from None
 
 
-async def run_all(settings: Any, options: Any, *, worker: bool = True) -> None:
+async def run_all(settings: Settings, options: WorkerOptions, *, worker: bool = True) -> None:
     con = err_console()
     services = await build_services(settings)
     stop = asyncio.Event()
@@ -93,6 +95,6 @@ async def run_all(settings: Any, options: Any, *, worker: bool = True) -> None:
         await services.aclose()
 
 
-async def _bot(settings: Any, services: Any, con: Any) -> None:
+async def _bot(settings: Settings, services: Services, con: Console) -> None:
     # The bot runs the outbox pump (Discord DMs); notifications of CLI users print here.
     await run_bot(settings, services, notification_fallback=ConsoleDeliverer(con))

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from redis.exceptions import RedisError
@@ -18,7 +18,7 @@ from storage.queue.arq_jobs import connect
 from storage.queue.embedded_redis import find_redis_server, redis_for
 from storage.redact import install_log_masking, mask_urls
 from storage.services import build_services
-from storage.settings import SettingsError, load_settings
+from storage.settings import Settings, SettingsError, load_settings
 from trainer.memory.planner import detect_gpu_gb
 from worker.app import run_worker
 from worker.checkpoint_mirror import open_store
@@ -43,7 +43,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def worker_options(queues: str, work_dir: Path | None, poll_delay: float, reconcile_every: int,
-                   heartbeat: float | None) -> Any:
+                   heartbeat: float | None) -> WorkerOptions:
     names = tuple(q.strip() for q in queues.split(",") if q.strip())
     try:
         return WorkerOptions(queues=names, work_dir=work_dir, poll_delay=poll_delay,
@@ -90,7 +90,7 @@ def worker(
                    hint="Check ATELIER_REDIS_URL (or leave it unset for the embedded Redis).") from None
 
 
-async def serve(settings: Any, options: Any) -> None:
+async def serve(settings: Settings, options: WorkerOptions) -> None:
     services = await build_services(settings)
     try:
         async with redis_for(settings.resolved_redis_url, settings.data_dir) as url:
@@ -101,7 +101,7 @@ async def serve(settings: Any, options: Any) -> None:
         await services.aclose()
 
 
-async def check_worker(settings: Any, options: Any) -> dict[str, tuple[bool, str]]:
+async def check_worker(settings: Settings, options: WorkerOptions) -> dict[str, tuple[bool, str]]:
     """Each part a worker needs: (ok, detail)."""
     report: dict[str, tuple[bool, str]] = {}
 
@@ -145,7 +145,7 @@ def _check_gpu_budget(setting: float | None) -> tuple[bool, str]:
     return True, f"{gpu}; budget {setting:g} GB (ATELIER_GPU_MEMORY_GB)"
 
 
-async def _check_redis(settings: Any) -> tuple[bool, str]:
+async def _check_redis(settings: Settings) -> tuple[bool, str]:
     if not settings.resolved_redis_url:
         try:
             return True, f"embedded (no ATELIER_REDIS_URL): {find_redis_server()}"
@@ -161,7 +161,7 @@ async def _check_redis(settings: Any) -> tuple[bool, str]:
         return False, mask_urls(f"cannot reach {settings.resolved_redis_url}: {exc}")
 
 
-async def _check_blobs(settings: Any) -> tuple[bool, str]:
+async def _check_blobs(settings: Settings) -> tuple[bool, str]:
     store = BlobStore.from_settings(settings)
     try:
         h = await store.put_bytes(b"atelier worker check")
@@ -171,7 +171,7 @@ async def _check_blobs(settings: Any) -> tuple[bool, str]:
         return False, mask_urls(f"{store.url}: {exc}")
 
 
-def _check_checkpoints(settings: Any) -> tuple[bool, str]:
+def _check_checkpoints(settings: Settings) -> tuple[bool, str]:
     """Where a crashed training resumes from: a probe written to and read back from the checkpoint store."""
     store = settings.checkpoint_store
     if store is None:

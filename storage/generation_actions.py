@@ -22,10 +22,14 @@ from sqlalchemy import delete, select
 
 from storage.actors import Actor
 from storage.dataset_views import AddReport, IncomingFile
+from storage.datasets import DatasetService
 from storage.db.blob_gc import BlobCollector, tombstone
+from storage.db.blobs import BlobStore
+from storage.db.engine import Database
 from storage.db.models import Generation, Job, JobKind, JobStatus
 from storage.errors import InvalidInput, NotFound
 from storage.job_views import JobInfo
+from storage.jobs import JobService
 from storage.names import clean_caption
 from storage.queue.dispatch import enqueue_committed
 from trainer.prompting import MAX_COUNT, check_strengths
@@ -98,7 +102,7 @@ def _info(gen: Generation, job: Job | None) -> GenerationInfo:
 class GenerationService:
     """``jobs`` is the :class:`storage.jobs.JobService`, ``datasets`` the :class:`storage.datasets.DatasetService`."""
 
-    def __init__(self, db: Any, blobs: Any, jobs: Any, datasets: Any) -> None:
+    def __init__(self, db: Database, blobs: BlobStore, jobs: JobService, datasets: DatasetService) -> None:
         self.db = db
         self.blobs = blobs
         self.jobs = jobs

@@ -11,20 +11,26 @@ import asyncio
 import math
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.actors import Actor
 from storage.dataset_groups import training_groups
+from storage.datasets import DatasetService
+from storage.db.engine import Database
 from storage.db.models import Dataset, Job, JobKind, JobStatus, utcnow
+from storage.elements import ElementService
 from storage.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
+from storage.guilds import GuildService
 from storage.job_views import JobInfo
 from storage.names import clean_text, normalize_trigger
 from storage.queue.dispatch import enqueue_committed
 from storage.queue.job_transitions import end_job, note_base
 from storage.queue.outbox import add_notification
+from storage.quotas import QuotaService
+from storage.settings import Settings
 from storage.training_rules import (
     build_config,
     check_estimate,
@@ -36,7 +42,11 @@ from storage.training_rules import (
 )
 from storage.wording import plural
 from trainer.config import TrainingConfig
+from trainer.memory.planner import MemoryPlan
 from trainer.prompting import MAX_COUNT, MAX_GUIDANCE, MAX_PROMPT, MAX_STEPS, resolve_size, size_class
+
+if TYPE_CHECKING:
+    from storage.queue.arq_jobs import Enqueuer  # arq: only for the processes that talk to Redis
 
 MAX_SEED = 2**63 - 1 - 4  # BigInteger column; the engine uses seed + i for a batch of up to 4
 
@@ -45,8 +55,9 @@ class JobService:
     """``datasets``/``elements``/``quotas`` are the storage services; ``enqueuer`` a :class:`storage.queue.arq_jobs.Enqueuer`
     (None: rows stay queued for an in-process run or for the reconciler)."""
 
-    def __init__(self, db: Any, settings: Any, *, quotas: Any, elements: Any, datasets: Any,
-                 enqueuer: Any | None = None, guilds: Any | None = None) -> None:
+    def __init__(self, db: Database, settings: Settings, *, quotas: QuotaService, elements: ElementService,
+                 datasets: DatasetService, enqueuer: Enqueuer | None = None, guilds: GuildService | None = None
+                 ) -> None:
         self.db = db
         self.guilds = guilds  # server rules (banned words, generation channels); None outside Discord setups
         self.settings = settings
@@ -96,9 +107,9 @@ class JobService:
 
     async def _create_training(self, session: AsyncSession, actor: Actor, *, dataset_id: int | None,
                                dataset_name: str, manifest: list[dict[str, Any]], name: str, category: str,
-                               base_model: str, family: str, trigger: str, description: str, config: Any,
-                               overrides: dict[str, Any], origin: dict[str, Any] | None,
-                               plan: Any = None) -> tuple[Job, int]:
+                               base_model: str, family: str, trigger: str, description: str,
+                               config: TrainingConfig, overrides: dict[str, Any], origin: dict[str, Any] | None,
+                               plan: MemoryPlan | None = None) -> tuple[Job, int]:
         estimate = check_estimate(self.settings, family, config, len(manifest))  # before any slot is charged
         await self.quotas.lock_member(session, actor)  # the checks below and the charge see one state
         await self._check_active_trainings(session, actor)

@@ -10,7 +10,7 @@ from storage.errors import InvalidInput
 from storage.settings import BaseModelSpec, Settings
 from storage.wording import plural
 from trainer.config import TrainingConfig, estimate_seconds, validation_message
-from trainer.memory.planner import PlanError, TrainShape, arch_for, budget_gb, plan_training
+from trainer.memory.planner import MemoryPlan, PlanError, TrainShape, arch_for, budget_gb, plan_training
 
 
 def known_base(settings: Settings, base_model: str) -> BaseModelSpec:
@@ -51,7 +51,7 @@ def check_image_count(settings: Settings, n: int, dataset: str, base_model: str,
 
 
 def build_config(category: str, family: str, n: int, trigger: str, overrides: dict[str, Any] | None,
-                 groups: list[dict[str, Any]] | None = None, *, tiny: bool = False) -> Any:
+                 groups: list[dict[str, Any]] | None = None, *, tiny: bool = False) -> TrainingConfig:
     """The validated :class:`trainer.config.TrainingConfig` (torch-free), or InvalidInput naming the option.
 
     ``groups`` — the dataset's image groups (see :func:`storage.dataset_groups.training_groups`); ``tiny`` — the
@@ -71,7 +71,7 @@ def build_config(category: str, family: str, n: int, trigger: str, overrides: di
                            "Fix the option or leave it out to use the preset.") from None
 
 
-def check_estimate(settings: Settings, family: str, config: Any, n: int) -> float:
+def check_estimate(settings: Settings, family: str, config: TrainingConfig, n: int) -> float:
     """The run's estimated seconds; :class:`InvalidInput` (with the estimate) when it exceeds the time limit of a
     run — it would time out and use the member's slot for nothing."""
     estimate = estimate_seconds(family, config, n)
@@ -91,7 +91,8 @@ def span(seconds: float) -> str:
     return f"{math.ceil(seconds / 60)} min" if seconds >= 60 else f"{math.ceil(seconds)} s"
 
 
-def plan_memory(settings: Settings, base_model: str, spec: BaseModelSpec, config: Any) -> Any:
+def plan_memory(settings: Settings, base_model: str, spec: BaseModelSpec, config: TrainingConfig
+                ) -> MemoryPlan:
     """The run's memory plan (trainer.memory.planner, torch-free) in the GPU budget; with a known budget the
     config takes the planned mode and checkpointing. A run that fits in no mode is refused before it is queued."""
     arch = spec.arch or arch_for(base_model, spec.family.value, spec.source)
@@ -101,6 +102,6 @@ def plan_memory(settings: Settings, base_model: str, spec: BaseModelSpec, config
     except PlanError as exc:
         raise InvalidInput(f"Not enough GPU memory: {exc}.", exc.advice) from None
     if budget is not None:  # unknown budget: the worker plans "auto" against its own GPU (trainer.train)
-        config.memory_mode = plan.mode
+        config.memory_mode = plan.mode  # type: ignore[assignment]  # one of TRAIN_MODES (validate_assignment)
         config.gradient_checkpointing = plan.gradient_checkpointing
     return plan

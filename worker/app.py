@@ -14,21 +14,27 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arq import cron
 from arq.connections import ArqRedis
 from arq.worker import Worker, func
 
 from storage.db.blob_gc import BlobCollector
+from storage.db.models import Job
 from storage.queue.arq_jobs import FUNCTIONS, QUEUES, Enqueuer, deserialize, serialize
 from storage.queue.arq_jobs import connect as connect_redis
 from storage.queue.dispatch import enqueue_committed
 from storage.queue.job_transitions import JobTransitions
+from storage.services import Services
+from storage.settings import Settings
 from trainer.memory.planner import budget_gb
 from worker.fairshare import FairShare
 from worker.settings import WorkerOptions
 from worker.stack_versions import stack_report
+
+if TYPE_CHECKING:
+    from trainer.generate import Generator  # imports torch: built on first use only
 
 log = logging.getLogger(__name__)
 CONTROL_QUEUE = "atelier:control"
@@ -38,12 +44,12 @@ CONTROL_QUEUE = "atelier:control"
 class WorkerApp:
     """What job functions need, built once per worker process."""
 
-    services: Any  # storage.services.Services
+    services: Services
     options: WorkerOptions
     enqueuer: Enqueuer | None = None
     fairshare: FairShare = field(default_factory=FairShare)
     transitions: JobTransitions = field(init=False)
-    _generator: Any = None
+    _generator: Generator | None = None
 
     def __post_init__(self) -> None:
         s = self.services
@@ -55,10 +61,10 @@ class WorkerApp:
         self.fairshare.budget_gb = budget_gb(self.settings.gpu_memory_gb)
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         return self.services.settings
 
-    def generator(self) -> Any:
+    def generator(self) -> Generator:
         """The resident generation engine (built on first use: train-only workers never import torch here)."""
         if self._generator is None:
             from trainer.generate import Generator
@@ -75,7 +81,7 @@ class WorkerApp:
         except Exception as exc:  # noqa: BLE001 — live progress is best effort; the row is the truth
             log.debug("publish for job %s failed: %s", job_id, exc)
 
-    async def enqueue(self, job: Any) -> None:
+    async def enqueue(self, job: Job) -> None:
         await enqueue_committed(self.enqueuer, job)
 
     async def release_generation_pipelines(self) -> None:
@@ -145,7 +151,7 @@ def worker_settings(app: WorkerApp, queue: str, redis: ArqRedis) -> dict[str, An
     return dict(common, queue_name=QUEUES[queue], max_jobs=1, functions=[fn])
 
 
-async def run_worker(services: Any, redis_url: str, options: WorkerOptions, *,
+async def run_worker(services: Services, redis_url: str, options: WorkerOptions, *,
                      stop: asyncio.Event | None = None, install_signal_handlers: bool = True,
                      on_ready: Callable[[WorkerApp], None] | None = None) -> None:
     """Run until ``stop`` is set or SIGINT/SIGTERM; then stop taking jobs and hand running ones back.

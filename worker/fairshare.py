@@ -41,9 +41,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
+from trainer.api import BaseModelRef, GenerationRequest
+from trainer.memory.planner import MemoryPlan
 from worker.child_protocol import PAUSE_FILE, PAUSED_FILE
+
+if TYPE_CHECKING:
+    from trainer.generate import Generator  # imports torch
 
 Mode = Literal["signal", "step"]
 DEFAULT_MODE: Mode = "signal" if hasattr(signal, "SIGSTOP") else "step"
@@ -115,10 +120,11 @@ class FairShare:
             return None
         return max(0.0, self.budget_gb - sum(c.gpu_gb for c in self.children.values() if c.alive))
 
-    async def plan_generation(self, generator: Any, base: Any, request: Any,
-                              on_wait: Callable[[], Awaitable[None]] | None = None, poll: float = 0.2) -> Any:
+    async def plan_generation(self, generator: Generator, base: BaseModelRef, request: GenerationRequest,
+                              on_wait: Callable[[], Awaitable[None]] | None = None, poll: float = 0.2
+                              ) -> MemoryPlan:
         """The generation's memory plan in the memory the running trainings leave; when nothing fits, wait
-        (calling ``on_wait`` once) until trainings end and it does. ``generator`` is a trainer Generator."""
+        (calling ``on_wait`` once) until trainings end and it does."""
         plan = generator.memory_plan(base, request, self.free_gb())
         if plan is None and on_wait is not None:
             await on_wait()

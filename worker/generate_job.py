@@ -11,18 +11,21 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from storage.db.models import Job
 from storage.errors import AtelierError
 from storage.queue.job_transitions import LostJob
 from trainer.api import BaseModelRef, GenerationRequest, GenerationStopped, LoraRef
+from trainer.vocabulary import FamilyName
+from worker.app import WorkerApp
 from worker.outcomes import Outcome
 
 log = logging.getLogger(__name__)
 LORA_FILES_KEPT = 64  # weight files kept in the work dir for the engine (least recently used go first)
 
 
-async def execute_generation(app: Any, job_id: int, dispatch: int) -> Outcome:
+async def execute_generation(app: WorkerApp, job_id: int, dispatch: int) -> Outcome:
     job = await app.transitions.start(job_id, dispatch, app.options.worker_id)
     if job is None:
         return "skipped"
@@ -46,12 +49,12 @@ async def execute_generation(app: Any, job_id: int, dispatch: int) -> Outcome:
     return outcome
 
 
-async def _release(app: Any, job_id: int, attempt: int) -> None:
+async def _release(app: WorkerApp, job_id: int, attempt: int) -> None:
     with contextlib.suppress(Exception):
         await app.transitions.release(job_id, attempt)
 
 
-async def _heartbeat(app: Any, job_id: int, attempt: int, cancel: asyncio.Event) -> None:
+async def _heartbeat(app: WorkerApp, job_id: int, attempt: int, cancel: asyncio.Event) -> None:
     every = app.options.heartbeat(app.settings)
     while True:
         await asyncio.sleep(every)
@@ -65,7 +68,7 @@ async def _heartbeat(app: Any, job_id: int, attempt: int, cancel: asyncio.Event)
             log.warning("heartbeat of job %s failed: %s", job_id, exc)
 
 
-async def _generate(app: Any, job: Any, attempt: int, cancel: asyncio.Event) -> str:
+async def _generate(app: WorkerApp, job: Job, attempt: int, cancel: asyncio.Event) -> Outcome:
     t, p = app.transitions, job.payload
     spec = app.settings.base_models.get(p["base_model"])
     if gone := await app.services.elements.deleted_of([e["element_id"] for e in p["elements"]]):
@@ -81,7 +84,8 @@ async def _generate(app: Any, job: Any, attempt: int, cancel: asyncio.Event) -> 
     except (ValueError, AtelierError) as exc:
         return await t.fail(job.id, attempt, code="invalid", reason=_sentence(exc),
                             hint="Check the Elements and options, then try again.")
-    base = BaseModelRef(name=p["base_model"], family=spec.family.value, source=spec.source, arch=spec.arch)
+    family = cast(FamilyName, spec.family.value)  # storage.settings.Family is built from FamilyName's values
+    base = BaseModelRef(name=p["base_model"], family=family, source=spec.source, arch=spec.arch)
     request = GenerationRequest(prompt=p["prompt"], loras=loras, negative_prompt=p.get("negative_prompt", ""),
                                 seed=p.get("seed"), steps=p.get("steps"), guidance=p.get("guidance"),
                                 width=p.get("width"), height=p.get("height"), count=int(p.get("count", 1)),
@@ -134,7 +138,7 @@ async def _generate(app: Any, job: Any, attempt: int, cancel: asyncio.Event) -> 
     return "succeeded"
 
 
-async def lora_file(app: Any, blob_hash: str) -> Path:
+async def lora_file(app: WorkerApp, blob_hash: str) -> Path:
     """The Element's weights as ``<work dir>/loras/<hash>.safetensors`` (the engine only loads files with
     that suffix): a link to the blob for local stores, a verified cached copy for remote ones."""
     source = await app.services.blobs.open_local(blob_hash)

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
 
 from storage.db.models import utcnow
+from worker.app import WorkerApp
 
 log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: WorkerApp) -> None:
         self.app = app
 
     async def run_once(self) -> dict[str, int]:

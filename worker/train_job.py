@@ -23,8 +23,10 @@ from storage.errors import AtelierError, InvalidInput
 from storage.queue.job_transitions import LostJob
 from trainer.config import TrainingConfig
 from trainer.memory.planner import RESERVE_GB, PlanError, TrainShape, arch_for, plan_training
+from worker.app import WorkerApp
 from worker.checkpoint_mirror import CheckpointMirror
 from worker.child_protocol import CANCEL_FILE, EXIT_CANCELLED, EXIT_INVALID, EXIT_OK, PAUSE_FILE, PAUSED_FILE
+from worker.fairshare import TrainingChild
 from worker.outcomes import Outcome, StopReason
 from worker.progress import Throttle, epoch_finished, shape
 
@@ -32,11 +34,11 @@ log = logging.getLogger(__name__)
 EventFn = Callable[[str, dict[str, Any]], None]
 
 
-def job_dir(app: Any, job_id: int) -> Path:
+def job_dir(app: WorkerApp, job_id: int) -> Path:
     return app.options.resolved_work_dir(app.settings) / "jobs" / str(job_id)
 
 
-async def execute_training(app: Any, job_id: int, dispatch: int, *, on_event: EventFn | None = None
+async def execute_training(app: WorkerApp, job_id: int, dispatch: int, *, on_event: EventFn | None = None
                            ) -> Outcome:
     """Run dispatch ``dispatch`` of training job ``job_id``; returns the outcome (skipped, succeeded, failed,
     cancelled, retrying, lost)."""
@@ -53,7 +55,7 @@ async def execute_training(app: Any, job_id: int, dispatch: int, *, on_event: Ev
 
 
 class TrainingRun:
-    def __init__(self, app: Any, job: Job, on_event: EventFn | None) -> None:
+    def __init__(self, app: WorkerApp, job: Job, on_event: EventFn | None) -> None:
         self.app = app
         self.job = job
         self.attempt = job.attempts
@@ -61,7 +63,7 @@ class TrainingRun:
         self.dir = job_dir(app, job.id)
         self.control = self.dir / "control"
         self.proc: asyncio.subprocess.Process | None = None
-        self.child: Any = None  # its fair-share record
+        self.child: TrainingChild | None = None  # its fair-share record
         self.progress: dict[str, Any] = {}
         self.last_training: dict[str, Any] | None = None
         self.result: dict[str, Any] | None = None
@@ -130,7 +132,7 @@ class TrainingRun:
         tmp.replace(path)
         return path
 
-    async def _supervise(self, spec_path: Path, child: Any) -> int:
+    async def _supervise(self, spec_path: Path, child: TrainingChild) -> int:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[1])  # noqa: ASYNC240 — no I/O worth a thread
         env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
@@ -215,7 +217,7 @@ class TrainingRun:
 
     # ---- child events ----------------------------------------------------------------------------------------
 
-    async def _handle(self, raw: bytes, child: Any) -> None:
+    async def _handle(self, raw: bytes, child: TrainingChild) -> None:
         try:
             msg = json.loads(raw)
         except ValueError:
@@ -230,7 +232,7 @@ class TrainingRun:
         elif event == "cancelled":
             self.stopping = self.stopping or "cancel"
 
-    async def _on_progress(self, ev: dict[str, Any], child: Any) -> None:
+    async def _on_progress(self, ev: dict[str, Any], child: TrainingChild) -> None:
         p = shape(ev)
         child.stepped(int(ev.get("step") or 0), ev.get("phase") == "training")
         self.on_event("progress", p)

@@ -8,7 +8,7 @@ is a no-op while arq still holds it, and the reconciler can tell whether a queue
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import msgpack
@@ -104,7 +104,7 @@ class Enqueuer:
     async def publish(self, job_id: int, message: dict[str, Any]) -> None:
         await self.redis.publish(job_channel(job_id), json.dumps(message, default=str))
 
-    async def subscribe(self, job_id: int) -> AsyncIterator[dict[str, Any]]:
+    async def subscribe(self, job_id: int) -> AsyncGenerator[dict[str, Any], None]:
         """Live messages a worker publishes for ``job_id`` (progress, status); ends when the caller stops."""
         pubsub = self.redis.pubsub()
         await pubsub.subscribe(job_channel(job_id))

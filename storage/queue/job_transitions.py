@@ -16,14 +16,20 @@ state writes exactly one notification (dedupe key ``job:<id>:end``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.db.engine import Database
 from storage.db.models import Generation, Job, JobKind, JobStatus, utcnow
+from storage.elements import ElementService
 from storage.queue.outbox import add_notification
+from storage.quotas import QuotaService
+from storage.settings import Settings
 
+# What ending an attempt after an error comes to (a subset of worker.outcomes.Outcome).
+FailOutcome = Literal["retrying", "cancelled", "failed"]
 # Failure codes that are not the member's doing; every other failure (timeout, invalid, diverged, oom) is paid.
 REFUNDED_FAILURES = frozenset({"crashed", "exhausted", "internal", "missing_input", "busy", "base_model"})
 
@@ -54,9 +60,10 @@ def note_base(job: Job) -> dict[str, Any]:
     return base
 
 
-async def end_job(session: AsyncSession, quotas: Any, elements: Any, job: Job, status: JobStatus, *,
-                  code: str | None = None, reason: str | None = None, hint: str | None = None,
-                  result: dict[str, Any] | None = None, note: dict[str, Any] | None = None) -> None:
+async def end_job(session: AsyncSession, quotas: QuotaService, elements: ElementService, job: Job,
+                  status: JobStatus, *, code: str | None = None, reason: str | None = None,
+                  hint: str | None = None, result: dict[str, Any] | None = None,
+                  note: dict[str, Any] | None = None) -> None:
     """Put a locked, unfinished ``job`` in terminal ``status`` with its refund and its one notification."""
     job.status = status.value
     job.finished_at = utcnow()
@@ -85,7 +92,7 @@ async def end_job(session: AsyncSession, quotas: Any, elements: Any, job: Job, s
 class JobTransitions:
     """Worker-side transitions. ``quotas``/``elements`` are the storage services (refunds, Element writes)."""
 
-    def __init__(self, db: Any, settings: Any, quotas: Any, elements: Any) -> None:
+    def __init__(self, db: Database, settings: Settings, quotas: QuotaService, elements: ElementService) -> None:
         self.db = db
         self.settings = settings
         self.quotas = quotas
@@ -192,7 +199,7 @@ class JobTransitions:
             return gen.id
 
     async def fail(self, job_id: int, attempt: int, *, code: str, reason: str, hint: str = "",
-                   retryable: bool = False) -> str:
+                   retryable: bool = False) -> FailOutcome:
         """End the attempt after an error: "retrying" when ``retryable`` and attempts remain, else "failed"."""
         async with self.db.transaction() as session:
             job = await self._owned(session, job_id, attempt)
@@ -200,7 +207,7 @@ class JobTransitions:
                                              retryable=retryable)
 
     async def _retry_or_fail(self, session: AsyncSession, job: Job, *, code: str, reason: str, hint: str = "",
-                             retryable: bool) -> str:
+                             retryable: bool) -> FailOutcome:
         if retryable and job.attempts < job.max_attempts and not job.cancel_requested:
             job.status = JobStatus.QUEUED.value
             job.heartbeat_at = None

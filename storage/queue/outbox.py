@@ -28,6 +28,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.db.engine import Database
 from storage.db.models import Job, Notification, User, utcnow
 from storage.job_views import NotificationView
 
@@ -97,7 +98,7 @@ def render_line(n: NotificationView) -> str:
 class OutboxPump:
     """Delivers undelivered outbox rows through ``deliverer``; run one per front-end process."""
 
-    def __init__(self, db: Any, deliverer: Deliverer, consumer_id: str, *, lease_seconds: float = 120.0,
+    def __init__(self, db: Database, deliverer: Deliverer, consumer_id: str, *, lease_seconds: float = 120.0,
                  batch: int = 20, poll_interval: float = 1.0, max_attempts: int = 8,
                  retry_delay: float = 5.0) -> None:
         self.db = db
