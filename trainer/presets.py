@@ -24,6 +24,7 @@ Caption handling by category (kohya ``--shuffle_caption --keep_tokens``; Civitai
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from trainer.vocabulary import CATEGORIES, FAMILIES
 
@@ -61,40 +62,38 @@ _PROMPTS = {
 }
 
 
-def _sd15(category: str) -> Preset:
+def _sd(category: str, **family: Any) -> Preset:
+    """What the SD1.5 and SDXL guides agree on; ``family`` holds the rest."""
     style = category == "style"
     return Preset(
         epochs=10,
         target_samples={"character": 2000, "object": 1600, "style": 3000, "concept": 2500}[category],
-        learning_rate=5e-4, text_encoder_lr=1e-4,
         rank=32 if style else 16, alpha=16 if style else 8,
-        lr_scheduler="cosine_with_restarts", warmup_ratio=0.05, lr_num_cycles=3,
-        train_text_encoder=True,
+        warmup_ratio=0.05,
         shuffle_captions=category != "concept", keep_tokens=1,
-        caption_dropout={"character": 0.05, "object": 0.05, "style": 0.05, "concept": 0.0}[category],
-        min_snr_gamma=5.0, noise_offset=0.05 if style else 0.0,
-        resolution=512, gradient_checkpointing=False,
+        caption_dropout=0.0 if category == "concept" else 0.05,
+        min_snr_gamma=5.0,
         sample_prompts=_PROMPTS[category],
+        **family,
     )
+
+
+def _sd15(category: str) -> Preset:
+    return _sd(category, learning_rate=5e-4, text_encoder_lr=1e-4,
+               lr_scheduler="cosine_with_restarts", lr_num_cycles=3,
+               train_text_encoder=True,
+               noise_offset=0.05 if category == "style" else 0.0,
+               resolution=512, gradient_checkpointing=False)
 
 
 def _sdxl(category: str) -> Preset:
-    style = category == "style"
-    return Preset(
-        epochs=10,
-        target_samples={"character": 2000, "object": 1600, "style": 3000, "concept": 2500}[category],
-        learning_rate=1e-4, text_encoder_lr=1e-5,
-        rank=32 if style else 16, alpha=16 if style else 8,
-        lr_scheduler="cosine", warmup_ratio=0.05, lr_num_cycles=1,
-        # UNet-only (kohya's recommendation for SDXL LoRAs): both encoders' outputs are cached and the encoders
-        # leave the GPU before the UNet arrives.
-        train_text_encoder=False,
-        shuffle_captions=category != "concept", keep_tokens=1,
-        caption_dropout={"character": 0.05, "object": 0.05, "style": 0.05, "concept": 0.0}[category],
-        min_snr_gamma=5.0, noise_offset=0.0357,
-        resolution=1024, gradient_checkpointing=True,
-        sample_prompts=_PROMPTS[category],
-    )
+    return _sd(category, learning_rate=1e-4, text_encoder_lr=1e-5,
+               lr_scheduler="cosine", lr_num_cycles=1,
+               # UNet-only (kohya's recommendation for SDXL LoRAs): both encoders' outputs are cached and the
+               # encoders leave the GPU before the UNet arrives.
+               train_text_encoder=False,
+               noise_offset=0.0357,
+               resolution=1024, gradient_checkpointing=True)
 
 
 def _flux(category: str) -> Preset:
