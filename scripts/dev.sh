@@ -3,7 +3,7 @@
 # (requirements/dev.lock; torch pinned to the 2.13.0 CPU build, which is what CI uses; on a GPU box install a
 # CUDA torch into .venv first, see the README), then runs the requested job.
 #   bash scripts/dev.sh demo   — the offline demo (tiny models, no Discord, no GPU)
-#   bash scripts/dev.sh test   — the test suite
+#   bash scripts/dev.sh test   — the test suite (on every core)
 #   bash scripts/dev.sh run    — the bot + worker + embedded Redis (needs ATELIER_DISCORD_TOKEN for the bot)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +28,7 @@ fi
 cmd="${1:-demo}"; shift || true
 case "$cmd" in
   demo) exec atelier demo "$@" ;;
-  test) exec python -m pytest -q "$@" ;;
+  test) exec python -m pytest -q -n auto "$@" ;;  # one pytest-xdist worker per core; add -n 0 to debug
   run)  exec atelier run "$@" ;;
   *)    exec atelier "$cmd" "$@" ;;
 esac

@@ -12,10 +12,13 @@ with ``-m s3``.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,14 @@ from storage.settings import Settings, load_settings
 from tests.s3_server import MotoServer, s3_selected
 
 PG_ENV = "ATELIER_TEST_DATABASE_URL"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``bash scripts/dev.sh test`` runs one worker per core), each worker's torch, and the
+    processes it starts, use their share of the cores instead of all of them each."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 
 def pg_url() -> str | None:
@@ -53,8 +64,28 @@ async def _pg_admin(url: str, sql: str) -> None:
         await conn.close()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database migrated to the current schema once per session by the real migrations (migrating a
+    fresh file costs each test about a quarter of a second; copying this one, a millisecond)."""
+    from storage.db.engine import Database
+
+    path = tmp_path_factory.mktemp("sqlite-template") / "atelier.db"
+
+    async def migrate() -> None:
+        db = Database(f"sqlite+aiosqlite:///{path}")
+        try:
+            await db.upgrade()
+        finally:
+            await db.dispose()
+
+    with ThreadPoolExecutor(1) as pool:  # its own event loop, whatever the requesting test runs in
+        pool.submit(asyncio.run, migrate()).result()
+    return path
+
+
 @pytest.fixture(params=_backends())
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """An empty database: a fresh SQLite file, or a fresh PostgreSQL schema."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'atelier.db'}"
@@ -67,6 +98,16 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         yield make_url(base).update_query_dict({"search_path": schema}).render_as_string(hide_password=False)
     finally:
         await _pg_admin(base, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def database_url(empty_database_url: str, request: pytest.FixtureRequest) -> str:
+    """A database at the current schema: for SQLite a copy of :func:`sqlite_template`; a PostgreSQL schema stays
+    empty until ``build_services`` migrates it (both go through the same real migrations)."""
+    url = make_url(empty_database_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), url.database)
+    return empty_database_url
 
 
 @pytest.fixture(scope="session")

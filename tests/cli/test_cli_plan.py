@@ -14,30 +14,49 @@ from cli.main import app
 from tests.conftest import noise_png
 
 
-@pytest.fixture
-def plan_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.chdir(tmp_path)
-    for var in [v for v in os.environ if v.startswith("ATELIER_")]:
-        monkeypatch.delenv(var)
+def _cli(data_dir: Path):
     runner = CliRunner()
 
     def invoke(*args: str, budget: float | None = None):
-        env = {"ATELIER_DATA_DIR": str(tmp_path / "data")}
+        env = {"ATELIER_DATA_DIR": str(data_dir)}
         if budget is not None:
             env["ATELIER_GPU_MEMORY_GB"] = str(budget)
         result = runner.invoke(app, ["--json", *args], env=env)
         return result.exit_code, json.loads(result.stdout)
 
-    pics = tmp_path / "pics"
+    return invoke
+
+
+def _clean_env(mp: pytest.MonkeyPatch, cwd: Path) -> None:
+    mp.chdir(cwd)
+    for var in [v for v in os.environ if v.startswith("ATELIER_")]:
+        mp.delenv(var)
+
+
+@pytest.fixture(scope="module")
+def plan_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One dataset "DS" of twelve 512 px images for the module: a plan reads it and writes nothing (each test
+    checks that nothing was queued)."""
+    root = tmp_path_factory.mktemp("plan")
+    pics = root / "pics"
     pics.mkdir()
     paths = []
     for seed in range(12):
         p = pics / f"img{seed}.png"
         p.write_bytes(noise_png(seed, size=512))
         paths.append(str(p))
-    assert invoke("dataset", "create", "DS")[0] == 0
-    assert invoke("dataset", "add", "DS", *paths)[0] == 0
-    return invoke
+    with pytest.MonkeyPatch.context() as mp:
+        _clean_env(mp, root)
+        invoke = _cli(root / "data")
+        assert invoke("dataset", "create", "DS")[0] == 0
+        assert invoke("dataset", "add", "DS", *paths)[0] == 0
+    return root / "data"
+
+
+@pytest.fixture
+def plan_cli(plan_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    _clean_env(monkeypatch, tmp_path)
+    return _cli(plan_data_dir)
 
 
 @pytest.mark.parametrize(("base", "budget"), [("flux-dev", 24), ("sdxl", 12), ("sd15", 8)])

@@ -19,8 +19,8 @@ def _head() -> str:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-async def test_migrations_create_every_table_from_empty(database_url: str) -> None:
-    db = Database(database_url)
+async def test_migrations_create_every_table_from_empty(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
     try:
         assert await db.current_revision() is None
         await db.upgrade()
@@ -39,8 +39,8 @@ async def test_migrations_create_every_table_from_empty(database_url: str) -> No
         await db.dispose()
 
 
-async def test_downgrade_to_base_and_back(database_url: str) -> None:
-    db = Database(database_url)
+async def test_downgrade_to_base_and_back(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
     try:
         await db.upgrade()
         await db.downgrade("base")
@@ -53,9 +53,9 @@ async def test_downgrade_to_base_and_back(database_url: str) -> None:
         await db.dispose()
 
 
-async def test_concurrent_upgrades_from_two_processes_worth_of_engines(database_url: str) -> None:
+async def test_concurrent_upgrades_from_two_processes_worth_of_engines(empty_database_url: str) -> None:
     # Bot and worker starting together both upgrade: one creates the tables, the other finds them done.
-    dbs = [Database(database_url) for _ in range(3)]
+    dbs = [Database(empty_database_url) for _ in range(3)]
     try:
         await asyncio.gather(*(d.upgrade() for d in dbs))
         assert {await d.current_revision() for d in dbs} == {_head()}
@@ -86,10 +86,10 @@ def test_unsupported_urls_are_refused_with_the_fix() -> None:
         Database("mysql+aiomysql://u@h/db")
 
 
-async def test_concurrent_read_modify_write_transactions_never_lose_updates(database_url: str) -> None:
+async def test_concurrent_read_modify_write_transactions_never_lose_updates(empty_database_url: str) -> None:
     # Each transaction reads a counter then writes counter+1. With deferred SQLite transactions this fails with
     # "database is locked" (or loses updates on other engines without locking); IMMEDIATE/FOR UPDATE serialise.
-    db = Database(database_url)
+    db = Database(empty_database_url)
     try:
         await db.upgrade()
         async with db.transaction() as session:
@@ -112,8 +112,8 @@ async def test_concurrent_read_modify_write_transactions_never_lose_updates(data
         await db.dispose()
 
 
-async def test_a_reader_is_not_blocked_by_an_open_writer(database_url: str) -> None:
-    db = Database(database_url)
+async def test_a_reader_is_not_blocked_by_an_open_writer(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
     try:
         await db.upgrade()
         async with db.transaction() as writer:
@@ -128,8 +128,8 @@ async def test_a_reader_is_not_blocked_by_an_open_writer(database_url: str) -> N
         await db.dispose()
 
 
-async def test_transaction_rolls_back_on_error(database_url: str) -> None:
-    db = Database(database_url)
+async def test_transaction_rolls_back_on_error(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
     try:
         await db.upgrade()
         with pytest.raises(RuntimeError):
@@ -143,8 +143,8 @@ async def test_transaction_rolls_back_on_error(database_url: str) -> None:
         await db.dispose()
 
 
-async def test_timestamps_are_timezone_aware_utc_and_naive_ones_are_refused(database_url: str) -> None:
-    db = Database(database_url)
+async def test_timestamps_are_timezone_aware_utc_and_naive_ones_are_refused(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
     try:
         await db.upgrade()
         when = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC) + timedelta(hours=0)

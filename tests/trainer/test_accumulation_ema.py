@@ -14,7 +14,7 @@ from trainer.train import run_fingerprint, train_lora
 from .conftest import tiny_ref
 from .helpers_train import ScriptedControl, fast_config, single_thread  # noqa: F401
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.slow]  # trains several short runs
 FAMILY = "flux"  # no text encoder to train: independent of the text-encoder adapter path
 
 

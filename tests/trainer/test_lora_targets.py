@@ -46,6 +46,7 @@ def _kohya_modules(path) -> set[str]:
         return {k.split(".")[0] for k in f.keys()}
 
 
+@pytest.mark.slow  # trains each family
 @pytest.mark.parametrize("family", ["sd15", "sdxl", "flux"])
 def test_full_targets_reach_both_exports_and_load(family, models_dir, tmp_path, single_thread):  # noqa: F811
     config, items, result = _train(family, "full", tmp_path, models_dir)
@@ -80,6 +81,7 @@ def test_full_targets_reach_both_exports_and_load(family, models_dir, tmp_path, 
             np.testing.assert_allclose(got[name], delta, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow  # trains
 def test_attention_targets_leave_proj_and_feed_forward_out(models_dir, tmp_path, single_thread):  # noqa: F811
     _, _, result = _train("sd15", "attention", tmp_path, models_dir)
     modules = _kohya_modules(result.lora_kohya)

@@ -85,6 +85,7 @@ def test_fp8_keeps_convolutions_16bit_so_their_backward_works() -> None:
     assert x.grad is not None and x.grad.abs().max() > 0
 
 
+@pytest.mark.slow  # trains
 def test_flux_trains_with_fp8_storage_and_checkpointing(models_dir, tmp_path) -> None:
     """The flux-dev path in the 24 GB mode: frozen transformer stored in fp8, LoRA in fp32, checkpointing on."""
     from trainer.memory.modes import FP8

@@ -4,6 +4,7 @@ hi-res pass and the SD1.5 safety checker."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from trainer.api import BaseModelRef, GenerationRequest
@@ -92,6 +93,7 @@ def test_schnell_gets_its_own_generation_defaults() -> None:
     assert size_class("flux", "black-forest-labs/FLUX.1-dev") == "flux" and DEFAULTS["flux"] == (28, 3.5)
 
 
+@pytest.mark.slow  # runs the pipeline twice
 def test_hires_pass_tiles_the_vae(models_dir) -> None:
     from trainer.generate import Generator
 
