@@ -10,7 +10,6 @@ from sqlalchemy import update
 
 from storage.actors import Actor
 from storage.dataset_groups import (
-    MAX_GROUPS,
     GroupInfo,
     check_repeats,
     clean_group_trigger,
@@ -22,6 +21,7 @@ from storage.dataset_views import AddReport
 from storage.db.models import DatasetImage, utcnow
 from storage.errors import Conflict, NotFound
 from storage.names import clean_text
+from trainer.config import MAX_GROUPS
 
 if TYPE_CHECKING:
     from storage.datasets import DatasetService

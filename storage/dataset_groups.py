@@ -15,10 +15,9 @@ from typing import Any
 
 from storage.errors import InvalidInput
 from storage.names import clean_text, text_key
+from trainer.config import MAX_GROUP_NAME, MAX_GROUP_TRIGGER, MAX_REPEATS
 
-MAX_GROUPS = 16
-MAX_GROUP_REPEATS = 1000
-_GROUP_NAME = re.compile(r"^[\w-]{1,40}$")
+_GROUP_NAME = re.compile(rf"^[\w-]{{1,{MAX_GROUP_NAME}}}$")
 _KOHYA_FOLDER = re.compile(r"^(\d{1,4})_(.+)$")
 
 
@@ -31,24 +30,24 @@ class GroupInfo:
 
 
 def normalize_group(name: str) -> str:
-    """A group name: letters, digits, ``_`` or ``-``, at most 40 characters (spaces become ``-``)."""
+    """A group name: letters, digits, ``_`` or ``-``, at most MAX_GROUP_NAME characters (spaces become ``-``)."""
     raw = clean_text(name or "", max_len=200).replace(" ", "-")
     if not _GROUP_NAME.match(raw):
-        raise InvalidInput(f"“{raw[:40]}” is not a usable group name.",
-                           "Use up to 40 letters, digits, - or _, e.g. `outfit2`.")
+        raise InvalidInput(f"“{raw[:MAX_GROUP_NAME]}” is not a usable group name.",
+                           f"Use up to {MAX_GROUP_NAME} letters, digits, - or _, e.g. `outfit2`.")
     return raw
 
 
 def clean_group_trigger(trigger: str) -> str:
-    word = clean_text(trigger or "", max_len=100)
+    word = clean_text(trigger or "", max_len=MAX_GROUP_TRIGGER)
     if "@" in word or ":" in word:
         raise InvalidInput("A group trigger cannot contain “@” or “:”.", "Use plain words, e.g. `red dress`.")
     return word
 
 
 def check_repeats(repeats: int | None) -> int | None:
-    if repeats is not None and not 1 <= int(repeats) <= MAX_GROUP_REPEATS:
-        raise InvalidInput(f"Repeats must be between 1 and {MAX_GROUP_REPEATS} (got {repeats}).",
+    if repeats is not None and not 1 <= int(repeats) <= MAX_REPEATS:
+        raise InvalidInput(f"Repeats must be between 1 and {MAX_REPEATS} (got {repeats}).",
                            "Leave it out to balance the groups automatically.")
     return None if repeats is None else int(repeats)
 
@@ -89,8 +88,8 @@ def kohya_folder(path: str) -> tuple[str, str, int] | None:
     for folder in reversed(parts[:-1]):
         m = _KOHYA_FOLDER.match(folder.strip())
         if m:
-            text = clean_text(m.group(2), max_len=100)
-            name = re.sub(r"[^\w-]+", "-", text).strip("-")[:40]
+            text = clean_text(m.group(2), max_len=MAX_GROUP_TRIGGER)
+            name = re.sub(r"[^\w-]+", "-", text).strip("-")[:MAX_GROUP_NAME]
             if name:
-                return name, text, max(1, min(MAX_GROUP_REPEATS, int(m.group(1))))
+                return name, text, max(1, min(MAX_REPEATS, int(m.group(1))))
     return None

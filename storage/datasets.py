@@ -44,13 +44,20 @@ from storage.disk_quota import StorageUse, member_bytes
 from storage.errors import Conflict, InvalidInput, NotFound
 from storage.heavy import heavy_slot
 from storage.images.lint import Finding
-from storage.names import clean_caption, clean_text, normalize_name, text_key
+from storage.names import (
+    MAX_DATASET_DESCRIPTION,
+    MAX_NAME,
+    clean_caption,
+    clean_text,
+    normalize_name,
+    text_key,
+)
 from storage.settings import Family, Settings
 from storage.training_rules import known_base, parse_category
 from storage.wording import human_bytes, plural
 
-MAX_DESCRIPTION = 1000
 MAX_DATASETS_PER_USER = 200
+MAX_UPLOAD_MINUTES = 120  # a DM upload session stays open at most this long
 
 
 class DatasetService(DatasetGroupCommands):
@@ -82,7 +89,7 @@ class DatasetService(DatasetGroupCommands):
             stmt = stmt.with_for_update(key_share=True)
         ds = (await session.execute(stmt)).scalar_one_or_none()
         if ds is None:
-            raise NotFound(f"You have no dataset called “{clean_text(name or '', max_len=64)}”.",
+            raise NotFound(f"You have no dataset called “{clean_text(name or '', max_len=MAX_NAME)}”.",
                            "See your datasets with /dataset list (or `atelier dataset list`).")
         return ds
 
@@ -110,8 +117,8 @@ class DatasetService(DatasetGroupCommands):
     # ---- CRUD ------------------------------------------------------------------------------------------------
 
     async def create(self, actor: Actor, name: str, description: str = "") -> DatasetInfo:
-        display, key = normalize_name(name, what="dataset name", max_len=64)
-        desc = clean_text(description, max_len=MAX_DESCRIPTION, multiline=True)
+        display, key = normalize_name(name, what="dataset name")
+        desc = clean_text(description, max_len=MAX_DATASET_DESCRIPTION, multiline=True)
         async with self.db.transaction() as session:
             owned = (await session.execute(
                 select(func.count(Dataset.id)).where(Dataset.owner_id == actor.user_id))).scalar_one()
@@ -145,7 +152,7 @@ class DatasetService(DatasetGroupCommands):
 
     async def autocomplete(self, actor: Actor, prefix: str, *, limit: int = 25) -> list[tuple[str, str]]:
         """(label, value) choices among the actor's datasets whose name contains ``prefix``."""
-        text = text_key(clean_text(prefix or "", max_len=64))
+        text = text_key(clean_text(prefix or "", max_len=MAX_NAME))
         return [(f"{d.name} ({plural(d.image_count, 'image')})"[:100], d.name)
                 for d in await self.list(actor) if text in text_key(d.name)][:max(1, min(limit, 25))]
 
@@ -156,7 +163,7 @@ class DatasetService(DatasetGroupCommands):
         return dataset_info(ds, len(images), images)
 
     async def rename(self, actor: Actor, name: str, new_name: str) -> DatasetInfo:
-        display, key = normalize_name(new_name, what="dataset name", max_len=64)
+        display, key = normalize_name(new_name, what="dataset name")
         async with self.db.transaction() as session:
             ds = await self.load_owned(session, actor, name, for_update=True)
             if key != ds.name_key and await self._exists(session, actor, key):
@@ -171,7 +178,7 @@ class DatasetService(DatasetGroupCommands):
     async def set_description(self, actor: Actor, name: str, description: str) -> DatasetInfo:
         async with self.db.transaction() as session:
             ds = await self.load_owned(session, actor, name, for_update=True)
-            ds.description = clean_text(description, max_len=MAX_DESCRIPTION, multiline=True)
+            ds.description = clean_text(description, max_len=MAX_DATASET_DESCRIPTION, multiline=True)
             ds.updated_at = utcnow()
             return dataset_info(ds, await self.count_images(session, ds.id))
 
@@ -346,7 +353,7 @@ class DatasetService(DatasetGroupCommands):
         """From now on, images the actor DMs to the bot go into ``name`` (until ended or expired)."""
         async with self.db.transaction() as session:
             ds = await self.load_owned(session, actor, name)
-            expires = utcnow() + timedelta(minutes=max(1, minutes))
+            expires = utcnow() + timedelta(minutes=min(max(1, minutes), MAX_UPLOAD_MINUTES))
             stmt = dialect_insert(self.db, UploadSession).values(
                 user_id=actor.user_id, dataset_id=ds.id, expires_at=expires, created_at=utcnow())
             await session.execute(stmt.on_conflict_do_update(

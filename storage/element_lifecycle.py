@@ -13,13 +13,11 @@ from storage.actors import Actor
 from storage.db.blob_gc import element_blobs, hashes_in, tombstone
 from storage.db.models import Category, Dataset, Element, ElementStatus, User, Visibility
 from storage.errors import Conflict, NotFound
-from storage.names import clean_text, normalize_name, normalize_trigger
+from storage.names import MAX_ELEMENT_DESCRIPTION, clean_text, normalize_name, normalize_trigger
 from storage.training_rules import parse_category, trainable_base
 
 if TYPE_CHECKING:
     from storage.elements import ElementService
-
-MAX_DESCRIPTION = 500
 
 
 class ElementLifecycle:
@@ -33,7 +31,7 @@ class ElementLifecycle:
         Name and trigger word are unique per owner after normalisation; a FAILED Element holding either is
         replaced (its row goes, its blobs are tombstoned).
         """
-        display, key = normalize_name(name, what="Element name", max_len=64)
+        display, key = normalize_name(name, what="Element name")
         trig_display, trig_key = normalize_trigger(trigger)
         cat = Category(parse_category(category))
         spec = trainable_base(self.settings, base_model)
@@ -58,7 +56,7 @@ class ElementLifecycle:
                                f"“{other.name}”.", "Pick another trigger word.")
         await session.flush()
         element = Element(
-            owner_id=actor.user_id, name=display, name_key=key, description=clean_text(description, max_len=MAX_DESCRIPTION, multiline=True),
+            owner_id=actor.user_id, name=display, name_key=key, description=clean_text(description, max_len=MAX_ELEMENT_DESCRIPTION, multiline=True),
             category=cat.value, base_family=spec.family.value, base_model=base_model, trigger_word=trig_display,
             trigger_key=trig_key, status=ElementStatus.TRAINING.value, visibility=Visibility.PRIVATE.value,
             manifest=list(manifest), training_config=dict(config), dataset_id=dataset_id,

@@ -75,7 +75,7 @@ class ElementService(ElementLifecycle):
         from storage.names import normalize_name
 
         try:
-            _, key = normalize_name(ref, what="Element name", max_len=64)
+            _, key = normalize_name(ref, what="Element name")
         except InvalidInput:
             key = ref.casefold()
         return (stmt.where(Element.name_key == key, self.visible_to(actor))

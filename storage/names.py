@@ -13,6 +13,9 @@ import unicodedata
 from storage.errors import InvalidInput
 
 MAX_CAPTION_CHARS = 2000  # ~500 T5 tokens: Flux reads up to 512; longer captions are noise
+MAX_NAME = 64  # dataset and Element names
+MAX_DATASET_DESCRIPTION = 1000
+MAX_ELEMENT_DESCRIPTION = 500  # shown on shared Elements' cards
 TRIGGER_MIN, TRIGGER_MAX = 3, 32
 _MAX_MARKS = 2  # combining marks kept per base character (stops "zalgo" text from eating the layout)
 _REMOVE_CATEGORIES = {"Cc", "Cf", "Cs", "Co"}  # control, format (zero-width, bidi), surrogates, private use
@@ -68,7 +71,7 @@ def text_key(s: str) -> str:
     return unicodedata.normalize("NFKC", s.casefold())
 
 
-def normalize_name(s: str, *, what: str = "name", max_len: int = 64) -> tuple[str, str]:
+def normalize_name(s: str, *, what: str = "name", max_len: int = MAX_NAME) -> tuple[str, str]:
     """``(display, key)`` for a dataset/Element name; ``key`` is what uniqueness is checked on."""
     display = clean_text(s, max_len=10 * max_len)
     if not display:

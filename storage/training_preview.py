@@ -17,7 +17,7 @@ from storage.actors import Actor
 from storage.dataset_groups import training_groups
 from storage.db.models import Element, ElementStatus
 from storage.errors import Conflict, QuotaExceeded
-from storage.names import clean_text, normalize_name, normalize_trigger
+from storage.names import MAX_ELEMENT_DESCRIPTION, clean_text, normalize_name, normalize_trigger
 from storage.training_rules import (
     build_config,
     check_estimate,
@@ -70,7 +70,7 @@ async def preview_training(services: Any, actor: Actor, *, dataset: str, name: s
     settings = services.settings
     spec = trainable_base(settings, base_model)
     cat = parse_category(category)
-    display, key = normalize_name(name, what="Element name", max_len=64)
+    display, key = normalize_name(name, what="Element name")
     trig, trig_key = normalize_trigger(trigger)
     await _check_free_names(services, actor, key, trig_key)
     info = await services.datasets.get(actor, dataset)
@@ -97,7 +97,7 @@ async def preview_training(services: Any, actor: Actor, *, dataset: str, name: s
         image_count=n, epochs=config.epochs, repeats=config.repeats, total_steps=config.total_steps(n),
         estimate_seconds=estimate, slots_left=quota.remaining,
         slots_limit=quota.limit, warnings=warnings, config=config.model_dump(mode="json"),
-        overrides=dict(overrides or {}), description=clean_text(description, max_len=500, multiline=True),
+        overrides=dict(overrides or {}), description=clean_text(description, max_len=MAX_ELEMENT_DESCRIPTION, multiline=True),
         groups=groups, memory=plan.as_dict(), memory_line=plan.line())
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainer.presets import CATEGORIES, auto_repeats, preset_for
+from trainer.prompting import MAX_STRENGTH
 from trainer.vocabulary import CategoryName, FamilyName
 
 Category = CategoryName
@@ -24,15 +25,22 @@ Precision = Literal["no", "bf16", "fp16"]
 FLUX_RESOLUTION_SCALES = [0.5, 0.75, 1.0]  # 512/768/1024 at 1024 px, as ai-toolkit's Flux configs train
 
 
+# A multi-concept dataset's groups (kohya's ``N_name/`` folders); storage and the front ends show these.
+MAX_GROUPS = 16
+MAX_GROUP_NAME = 40
+MAX_GROUP_TRIGGER = 100
+MAX_REPEATS = 1000
+
+
 class GroupSpec(BaseModel):
     """One named image group of a multi-concept dataset (kohya's ``N_name/`` folder): its own trigger or class
     word (put after the Element's trigger in its captions) and its own repeats (balanced steps per group)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=40)
-    trigger: str = Field("", max_length=100)
-    repeats: int = Field(1, ge=1, le=1000)
+    name: str = Field(min_length=1, max_length=MAX_GROUP_NAME)
+    trigger: str = Field("", max_length=MAX_GROUP_TRIGGER)
+    repeats: int = Field(1, ge=1, le=MAX_REPEATS)
     images: int = Field(0, ge=0)  # images in the group when the config was built (for step counts)
 
 
@@ -47,7 +55,7 @@ class TrainingConfig(BaseModel):
 
     # Schedule: steps = epochs × ceil(images × repeats / batch_size).
     epochs: int = Field(10, ge=1, le=500)
-    repeats: int = Field(1, ge=1, le=1000)
+    repeats: int = Field(1, ge=1, le=MAX_REPEATS)
     batch_size: int = Field(1, ge=1, le=64)
     # Optimizer step every N batches (effective batch = batch_size × N); the schedule counts optimizer steps.
     gradient_accumulation_steps: int = Field(1, ge=1, le=128)
@@ -91,7 +99,7 @@ class TrainingConfig(BaseModel):
     bucket_max_upscale: float = Field(1.0, ge=1.0, le=8.0)
     # Multi-resolution: train at resolution × each scale (an image takes them in turn; no extra steps).
     resolution_scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1, max_length=4)
-    groups: list[GroupSpec] = Field(default_factory=list, max_length=16)
+    groups: list[GroupSpec] = Field(default_factory=list, max_length=MAX_GROUPS)
     prefix_trigger: bool = True
     shuffle_captions: bool = False
     keep_tokens: int = Field(1, ge=0, le=32)
@@ -147,8 +155,8 @@ class TrainingConfig(BaseModel):
     @field_validator("grid_strengths")
     @classmethod
     def _strengths(cls, v: list[float]) -> list[float]:
-        if any(not 0 <= s <= 2 for s in v):
-            raise ValueError("strengths must be between 0 and 2")
+        if any(not 0 <= s <= MAX_STRENGTH for s in v):
+            raise ValueError(f"strengths must be between 0 and {MAX_STRENGTH:g}")
         return v
 
     @field_validator("resolution_scales")
@@ -320,3 +328,15 @@ def validation_message(exc: ValidationError) -> str:
 
 
 __all__ = ["CATEGORIES", "GroupSpec", "TrainingConfig", "estimate_seconds", "validation_message"]
+
+
+def field_bounds(name: str) -> tuple[float, float]:
+    """The lowest and highest value :class:`TrainingConfig` accepts for the numeric field ``name`` (an exclusive
+    bound is returned as is), so front ends' option ranges and help texts follow the one definition."""
+    lo = hi = None
+    for rule in TrainingConfig.model_fields[name].metadata:
+        lo = next((v for v in (getattr(rule, "ge", None), getattr(rule, "gt", None)) if v is not None), lo)
+        hi = next((v for v in (getattr(rule, "le", None), getattr(rule, "lt", None)) if v is not None), hi)
+    if lo is None or hi is None:
+        raise ValueError(f"TrainingConfig.{name} has no lower and upper bound")
+    return lo, hi

@@ -21,6 +21,7 @@ from trainer.prompting import (
     DEFAULTS,
     MAX_COUNT,
     MAX_SEQUENCE_LENGTH,
+    MAX_STEPS,
     check_strengths,
     insert_triggers,
     resolve_size,
@@ -29,7 +30,6 @@ from trainer.prompting import (
 
 HIRES_SCALE = 2
 HIRES_DENOISE = 0.4  # enough to add detail at 2x, little enough to keep the first pass's composition
-MAX_STEPS = 150
 MAX_SEED = 2**63 - 1
 
 

@@ -30,6 +30,7 @@ from storage.services import Services
 from storage.settings import Settings
 from trainer.memory.planner import budget_gb
 from worker.fairshare import FairShare
+from worker.outcomes import Outcome
 from worker.settings import WorkerOptions
 from worker.stack_versions import stack_report
 
@@ -94,13 +95,14 @@ class WorkerApp:
             self._generator.close()
 
 
-async def run_train_job(ctx: dict[str, Any], job_id: int, dispatch: int) -> str:
+# The job modules import WorkerApp from here; importing them when a job runs keeps that one-way at import time.
+async def run_train_job(ctx: dict[str, Any], job_id: int, dispatch: int) -> Outcome:
     from worker.train_job import execute_training
 
     return await execute_training(ctx["app"], int(job_id), int(dispatch))
 
 
-async def run_generate_job(ctx: dict[str, Any], job_id: int, dispatch: int) -> str:
+async def run_generate_job(ctx: dict[str, Any], job_id: int, dispatch: int) -> Outcome:
     from worker.generate_job import execute_generation
 
     return await execute_generation(ctx["app"], int(job_id), int(dispatch))

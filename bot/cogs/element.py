@@ -21,6 +21,8 @@ from bot.context import actor, defer, reply, services_of
 from bot.element_replies import browse_message, send_export
 from storage.db.models import Category
 from storage.errors import Forbidden
+from storage.names import MAX_ELEMENT_DESCRIPTION, MAX_NAME, TRIGGER_MAX, TRIGGER_MIN
+from trainer.config import field_bounds
 
 if TYPE_CHECKING:
     from bot.app import AtelierBot
@@ -29,6 +31,13 @@ VISIBILITY_CHOICES = [app_commands.Choice(name="private (only you)", value="priv
                       app_commands.Choice(name="this server", value="server"),
                       app_commands.Choice(name="public (everyone)", value="public")]
 CATEGORY_CHOICES = [app_commands.Choice(name=c.value, value=c.value) for c in Category]
+# The advanced options' ranges are TrainingConfig's own (an exclusive bound, the learning rate's 0, is left to
+# training's own message).
+EPOCHS, LEARNING_RATE, RANK, RESOLUTION = (field_bounds(f) for f in ("epochs", "learning_rate", "rank", "resolution"))
+Epochs = app_commands.Range[int, int(EPOCHS[0]), int(EPOCHS[1])]
+LearningRate = app_commands.Range[float, LEARNING_RATE[0], LEARNING_RATE[1]]
+Rank = app_commands.Range[int, int(RANK[0]), int(RANK[1])]
+Resolution = app_commands.Range[int, int(RESOLUTION[0]), int(RESOLUTION[1])]
 
 
 class Elements(commands.Cog):
@@ -45,19 +54,19 @@ class Elements(commands.Cog):
         category="What it learns: a style, a character, an object or a concept",
         base="Base model to train on", trigger="A rare made-up word that switches it on, e.g. ohwxstyle",
         description="What it is (shown when shared)", epochs="Advanced: passes over the dataset",
-        learning_rate="Advanced: learning rate (e.g. 0.0001)", rank="Advanced: LoRA rank (capacity), 1–256",
+        learning_rate="Advanced: learning rate (e.g. 0.0001)", rank=f"Advanced: LoRA rank (capacity), {RANK[0]:g}–{RANK[1]:g}",
         dora="Advanced: train a DoRA instead of a plain LoRA (SD1.5/SDXL)",
         train_text_encoder="Advanced: also train the text encoder (SD1.5/SDXL)",
         resolution="Advanced: training resolution in px (a multiple of 16)")
     @app_commands.choices(category=CATEGORY_CHOICES)
-    async def train(self, interaction: discord.Interaction, dataset: str, name: app_commands.Range[str, 1, 64],
-                    category: str, base: str, trigger: app_commands.Range[str, 3, 32],
-                    description: app_commands.Range[str, 0, 500] | None = None,
-                    epochs: app_commands.Range[int, 1, 500] | None = None,
-                    learning_rate: app_commands.Range[float, 1e-7, 10.0] | None = None,
-                    rank: app_commands.Range[int, 1, 256] | None = None, dora: bool | None = None,
+    async def train(self, interaction: discord.Interaction, dataset: str, name: app_commands.Range[str, 1, MAX_NAME],
+                    category: str, base: str, trigger: app_commands.Range[str, TRIGGER_MIN, TRIGGER_MAX],
+                    description: app_commands.Range[str, 0, MAX_ELEMENT_DESCRIPTION] | None = None,
+                    epochs: Epochs | None = None,
+                    learning_rate: LearningRate | None = None,
+                    rank: Rank | None = None, dora: bool | None = None,
                     train_text_encoder: bool | None = None,
-                    resolution: app_commands.Range[int, 32, 2048] | None = None) -> None:
+                    resolution: Resolution | None = None) -> None:
         overrides = overrides_from(epochs=epochs, learning_rate=learning_rate, rank=rank, dora=dora,
                                    train_text_encoder=train_text_encoder, resolution=resolution)
         await train_command(interaction, dataset=dataset, name=name, category=category, base=base,

@@ -48,7 +48,7 @@ class Generate(commands.Cog):
                        element2: str | None = None, strength2: Strength | None = None,
                        element3: str | None = None, strength3: Strength | None = None,
                        element4: str | None = None, strength4: Strength | None = None,
-                       negative: app_commands.Range[str, 0, 1000] | None = None, aspect: str | None = None,
+                       negative: app_commands.Range[str, 0, MAX_PROMPT] | None = None, aspect: str | None = None,
                        seed: app_commands.Range[int, 0, 2**53 - 1] | None = None,
                        count: app_commands.Range[int, 1, MAX_COUNT] = 1,
                        steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,

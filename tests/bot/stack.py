@@ -23,6 +23,7 @@ from tests.worker.conftest import (  # noqa: F401 — fixtures re-exported for t
     redis_server,
     redis_url,
     wait_for,
+    wired_services,
 )
 
 __all__ = ["FAST_TRAIN", "WorkerProcess", "job_services", "job_settings", "models_dir", "png", "redis_server",
@@ -55,14 +56,8 @@ def job_settings(tmp_path: Path, database_url: str, redis_url: str, models_dir: 
 
 @pytest.fixture
 async def job_services(job_settings: Settings) -> AsyncIterator[Any]:
-    from storage.services import build_services
-
-    s = await build_services(job_settings)
-    await s.attach_jobs(job_settings.resolved_redis_url)  # the same wiring as the bot, the CLI and the worker
-    try:
+    async with wired_services(job_settings) as s:
         yield s
-    finally:
-        await s.aclose()
 
 
 @pytest.fixture

@@ -32,6 +32,22 @@ async def request(services: Any, actor: Any, channel_id: int, name: str = "Inkwa
                                                 origin={"guild_id": "1", "channel_id": str(channel_id)})
 
 
+async def alice_with_dataset(emu: Any, services: Any, seed_dataset: Any) -> tuple[Any, Any]:
+    """The emulated member alice and her actor, who owns a dataset "shapes"."""
+    alice = emu.user("alice")
+    me = await services.users.ensure(f"discord:{alice.id}", "alice")
+    await seed_dataset(me, "shapes")
+    return alice, me
+
+
+async def trained_halfway(emu: Any, services: Any, alice: Any, job_id: int) -> Any:
+    """Starts alice's queued training and waits until its progress DM shows epoch 1 of 2; returns that DM."""
+    progress = await emu.wait_for_message(emu.dm(alice), lambda m: "Queued" in m.text())
+    await start_training(services, job_id)
+    await emu.wait_for_message(emu.dm(alice), lambda m: m.id == progress.id and "50%" in m.text())
+    return progress
+
+
 async def notifications(services: Any, job_id: int) -> list[NotificationView]:
     async with services.db.read() as s:
         rows = (await s.execute(select(Notification, User.external_id, Job.origin)
@@ -48,13 +64,9 @@ async def all_delivered(services: Any) -> bool:
 async def test_training_dm_is_edited_in_place_then_results_with_buttons(
         bot_harness, job_services, job_settings, seed_dataset) -> None:
     async with bot_harness(job_services, job_settings) as (emu, bot):
-        alice = emu.user("alice")
-        me = await job_services.users.ensure(f"discord:{alice.id}", "alice")
-        await seed_dataset(me, "shapes")
+        alice, me = await alice_with_dataset(emu, job_services, seed_dataset)
         job = await request(job_services, me, emu.channel("general").id)
-        progress = await emu.wait_for_message(emu.dm(alice), lambda m: "Queued" in m.text())
-        await start_training(job_services, job.id)
-        await emu.wait_for_message(emu.dm(alice), lambda m: m.id == progress.id and "50%" in m.text())
+        progress = await trained_halfway(emu, job_services, alice, job.id)
         await finish_training(job_services, job.id)
         done = await emu.wait_for_message(emu.dm(alice), lambda m: "is ready" in m.text())
         await wait_for(lambda: all_delivered(job_services), 10, "every notification delivered")
@@ -132,9 +144,7 @@ async def test_failure_offers_retry_and_closed_dms_fall_back_to_the_channel(
 async def test_redelivery_is_idempotent_and_refresher_edits_live_progress(
         bot_harness, job_services, job_settings, seed_dataset) -> None:
     async with bot_harness(job_services, job_settings) as (emu, bot):
-        alice = emu.user("alice")
-        me = await job_services.users.ensure(f"discord:{alice.id}", "alice")
-        await seed_dataset(me, "shapes")
+        alice, me = await alice_with_dataset(emu, job_services, seed_dataset)
         job = await request(job_services, me, emu.channel("general").id)
         t = JobTransitions(job_services.db, job_settings, job_services.quotas, job_services.elements)
         await t.start(job.id, 0, "w")

@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 
 from tests.bot.stack import *  # noqa: F403
-from tests.bot.stack import finish_generation, finish_training, start_training, wait_for
-from tests.bot.test_deliverer import all_delivered, request
+from tests.bot.stack import finish_generation, finish_training, wait_for
+from tests.bot.test_deliverer import alice_with_dataset, all_delivered, request, trained_halfway
 from tests.discord_emulator import DiscordEmulator
 
 pytestmark = pytest.mark.slow  # each case starts a bot and replays Discord faults (429s, reconnects, 503s)
@@ -45,9 +45,7 @@ async def test_emulator_answers_429_and_5xx_like_discord() -> None:
 async def test_training_progress_ends_final_with_no_duplicate_dms_under_429s(
         bot_harness, job_services, job_settings, seed_dataset) -> None:
     async with bot_harness(job_services, job_settings) as (emu, bot):
-        alice = emu.user("alice")
-        me = await job_services.users.ensure(f"discord:{alice.id}", "alice")
-        await seed_dataset(me, "shapes")
+        alice, me = await alice_with_dataset(emu, job_services, seed_dataset)
         # every edit of the progress DM is limited like Discord's per-channel bucket, the first sends and
         # edits are answered 429 (one of them the global limit), and one send meets a 502 first
         emu.faults.bucket("PATCH /channels/*/messages/*", limit=1, per_s=0.3)
@@ -55,9 +53,7 @@ async def test_training_progress_ends_final_with_no_duplicate_dms_under_429s(
         edits = emu.faults.rate_limit("PATCH /channels/*/messages/*", times=2, retry_after=0.15)
         everything = emu.faults.rate_limit("*", times=1, retry_after=0.1, is_global=True)
         job = await request(job_services, me, emu.channel("general").id)
-        progress = await emu.wait_for_message(emu.dm(alice), lambda m: "Queued" in m.text())
-        await start_training(job_services, job.id)
-        await emu.wait_for_message(emu.dm(alice), lambda m: m.id == progress.id and "50%" in m.text())
+        progress = await trained_halfway(emu, job_services, alice, job.id)
         emu.faults.server_error("POST /channels/*/messages", times=1, status=502)
         await finish_training(job_services, job.id)
         done = await emu.wait_for_message(emu.dm(alice), lambda m: "is ready" in m.text(), timeout=15)
@@ -119,13 +115,9 @@ async def _held_reconnect(emu: DiscordEmulator, how: str) -> tuple[int, int]:
 async def test_a_completion_during_a_gateway_reconnect_is_delivered_once(
         how: str, bot_harness, job_services, job_settings, seed_dataset) -> None:
     async with bot_harness(job_services, job_settings) as (emu, bot):
-        alice = emu.user("alice")
-        me = await job_services.users.ensure(f"discord:{alice.id}", "alice")
-        await seed_dataset(me, "shapes")
+        alice, me = await alice_with_dataset(emu, job_services, seed_dataset)
         job = await request(job_services, me, emu.channel("general").id)
-        progress = await emu.wait_for_message(emu.dm(alice), lambda m: "Queued" in m.text())
-        await start_training(job_services, job.id)
-        await emu.wait_for_message(emu.dm(alice), lambda m: m.id == progress.id and "50%" in m.text())
+        progress = await trained_halfway(emu, job_services, alice, job.id)
 
         before = await _held_reconnect(emu, how)
         await finish_training(job_services, job.id)  # completes while the bot has no gateway connection
@@ -159,13 +151,9 @@ async def test_an_interaction_that_arrives_during_a_resume_is_answered(how: str,
 async def test_a_503_on_the_result_dm_is_retried_later_and_sent_once(
         bot_harness, job_services, job_settings, seed_dataset) -> None:
     async with bot_harness(job_services, job_settings) as (emu, bot):
-        alice = emu.user("alice")
-        me = await job_services.users.ensure(f"discord:{alice.id}", "alice")
-        await seed_dataset(me, "shapes")
+        alice, me = await alice_with_dataset(emu, job_services, seed_dataset)
         job = await request(job_services, me, emu.channel("general").id)
-        progress = await emu.wait_for_message(emu.dm(alice), lambda m: "Queued" in m.text())
-        await start_training(job_services, job.id)
-        await emu.wait_for_message(emu.dm(alice), lambda m: m.id == progress.id and "50%" in m.text())
+        progress = await trained_halfway(emu, job_services, alice, job.id)
         # discord.py does not retry a 503: the deliverer fails, the outbox keeps the notification and retries it
         emu.faults.server_error("POST /channels/*/messages", times=1, status=503)
         await finish_training(job_services, job.id)

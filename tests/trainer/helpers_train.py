@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 from trainer.config import TrainingConfig
+from trainer.train import train_lora
+
+from .conftest import tiny_ref
 
 
 def fast_config(family: str, image_count: int = 4, **overrides) -> TrainingConfig:
@@ -18,6 +21,21 @@ def fast_config(family: str, image_count: int = 4, **overrides) -> TrainingConfi
                   grid_strengths=[0.0, 1.0], gradient_checkpointing=False, save_precision="fp32")
     values.update(overrides)
     return TrainingConfig.for_request("character", family, image_count, "ohwx", **values)
+
+
+def train_recording(family: str, config: TrainingConfig, items, out_dir: Path, models_dir: Path, control=None):
+    """Trains on the tiny base of ``family``; returns the result and every progress event (also fed to
+    ``control``)."""
+    events = []
+
+    def on_progress(event) -> None:
+        events.append(event)
+        if control is not None:
+            control.on_progress(event)
+
+    result = train_lora(config, tiny_ref(family), items, out_dir, models_dir=models_dir, on_progress=on_progress,
+                        control=control)
+    return result, events
 
 
 class ScriptedControl:

@@ -9,25 +9,17 @@ import torch
 from trainer.api import TrainingCancelled
 from trainer.checkpoint import checkpoints_dir, latest_checkpoint
 from trainer.export import read_diffusers_lora
-from trainer.train import run_fingerprint, train_lora
+from trainer.train import run_fingerprint
 
 from .conftest import tiny_ref
-from .helpers_train import ScriptedControl, fast_config, single_thread  # noqa: F401
+from .helpers_train import ScriptedControl, fast_config, single_thread, train_recording  # noqa: F401
 
 pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.slow]  # trains several short runs
 FAMILY = "flux"  # no text encoder to train: independent of the text-encoder adapter path
 
 
 def _train(config, items, out_dir, models_dir, control=None):
-    events = []
-
-    def on_progress(event):
-        events.append(event)
-        if control is not None:
-            control.on_progress(event)
-
-    result = train_lora(config, tiny_ref(FAMILY), items, out_dir, models_dir=models_dir, on_progress=on_progress,
-                        control=control)
+    result, events = train_recording(FAMILY, config, items, out_dir, models_dir, control)
     return result, [e for e in events if e.phase == "training"]
 
 

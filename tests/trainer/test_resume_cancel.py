@@ -9,10 +9,10 @@ import torch
 
 from trainer.api import TrainingCancelled
 from trainer.checkpoint import CheckpointMismatch, checkpoints_dir, latest_checkpoint
-from trainer.train import run_fingerprint, train_lora
+from trainer.train import run_fingerprint
 
 from .conftest import tiny_ref
-from .helpers_train import ScriptedControl, fast_config, single_thread  # noqa: F401
+from .helpers_train import ScriptedControl, fast_config, single_thread, train_recording  # noqa: F401
 
 pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.slow]  # trains, cancels and resumes
 
@@ -21,16 +21,7 @@ FAMILY = "sd15"
 
 
 def _train(config, items, out_dir, models_dir, control=None):
-    events = []
-
-    def on_progress(event):
-        events.append(event)
-        if control is not None:
-            control.on_progress(event)
-
-    result = train_lora(config, tiny_ref(FAMILY), items, out_dir, models_dir=models_dir, on_progress=on_progress,
-                        control=control)
-    return result, events
+    return train_recording(FAMILY, config, items, out_dir, models_dir, control)
 
 
 def _losses(events):

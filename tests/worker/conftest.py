@@ -4,6 +4,7 @@ or PostgreSQL when ATELIER_TEST_DATABASE_URL is set), real services, tiny models
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -84,16 +85,23 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-async def services(settings: Settings) -> AsyncIterator[Any]:
+@contextlib.asynccontextmanager
+async def wired_services(settings: Settings) -> AsyncIterator[Any]:
+    """Services with the job queue attached: the same wiring as the bot, the CLI and the worker."""
     from storage.services import build_services
 
     s = await build_services(settings)
-    await s.attach_jobs(settings.resolved_redis_url)  # the same wiring as the bot, the CLI and the worker
+    await s.attach_jobs(settings.resolved_redis_url)
     try:
         yield s
     finally:
         await s.aclose()
+
+
+@pytest.fixture
+async def services(settings: Settings) -> AsyncIterator[Any]:
+    async with wired_services(settings) as s:
+        yield s
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ from bot.context import actor, button, component, custom_id, defer, reply, route
 from bot.dataset_render import list_embed, show_embed
 from bot.dataset_render import name as _q
 from storage.errors import InvalidInput
+from storage.names import MAX_CAPTION_CHARS, MAX_DATASET_DESCRIPTION, MAX_NAME
+from trainer.config import MAX_GROUP_NAME, MAX_GROUP_TRIGGER, MAX_REPEATS
 from trainer.vocabulary import CategoryName
 
 SHEET_FILE = "contact-sheet.png"
@@ -36,8 +38,8 @@ async def base_model_names(interaction: discord.Interaction, current: str) -> li
 class DatasetManageMixin(DatasetCogBase):
     @app_commands.command(name="create", description="Create an image dataset to train an Element on")
     @app_commands.describe(name="A name you'll recognise, e.g. my-cat", description="What the images show (optional)")
-    async def create(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 64],
-                     description: app_commands.Range[str, 0, 1000] = "") -> None:
+    async def create(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, MAX_NAME],
+                     description: app_commands.Range[str, 0, MAX_DATASET_DESCRIPTION] = "") -> None:
         await defer(interaction)  # acknowledge before the database
         me = await actor(interaction)
         info = await self.services.datasets.create(me, name, description)
@@ -79,7 +81,7 @@ class DatasetManageMixin(DatasetCogBase):
                            text="The caption (empty it with a single -)")
     @app_commands.autocomplete(name=dataset_names)
     async def caption(self, interaction: discord.Interaction, name: str, index: app_commands.Range[int, 1, 10_000],
-                      text: app_commands.Range[str, 1, 2000]) -> None:
+                      text: app_commands.Range[str, 1, MAX_CAPTION_CHARS]) -> None:
         await defer(interaction)
         me = await actor(interaction)
         caption = "" if text.strip() == "-" else text
@@ -109,10 +111,10 @@ class DatasetManageMixin(DatasetCogBase):
                            repeats="Fixed repeats (leave out to balance the groups automatically)",
                            remove="Delete the group (its images stay in the dataset)")
     @app_commands.autocomplete(name=dataset_names)
-    async def group(self, interaction: discord.Interaction, name: str, group: app_commands.Range[str, 1, 40],
+    async def group(self, interaction: discord.Interaction, name: str, group: app_commands.Range[str, 1, MAX_GROUP_NAME],
                     indices: app_commands.Range[str, 1, 200] | None = None,
-                    trigger: app_commands.Range[str, 1, 100] | None = None,
-                    repeats: app_commands.Range[int, 1, 1000] | None = None, remove: bool = False) -> None:
+                    trigger: app_commands.Range[str, 1, MAX_GROUP_TRIGGER] | None = None,
+                    repeats: app_commands.Range[int, 1, MAX_REPEATS] | None = None, remove: bool = False) -> None:
         await defer(interaction)  # acknowledge before the database
         me = await actor(interaction)
         datasets = self.services.datasets
@@ -133,7 +135,7 @@ class DatasetManageMixin(DatasetCogBase):
     @app_commands.describe(name="The dataset", new_name="Its new name")
     @app_commands.autocomplete(name=dataset_names)
     async def rename(self, interaction: discord.Interaction, name: str,
-                     new_name: app_commands.Range[str, 1, 64]) -> None:
+                     new_name: app_commands.Range[str, 1, MAX_NAME]) -> None:
         await defer(interaction)
         me = await actor(interaction)
         info = await self.services.datasets.rename(me, name, new_name)

@@ -21,6 +21,7 @@ from bot.context import NO_MENTIONS, actor, defer, reply, send_dm
 from bot.dataset_render import add_report_embed, timestamp
 from bot.dataset_render import name as quoted
 from storage.actors import Actor
+from storage.datasets import MAX_UPLOAD_MINUTES
 from storage.db.models import utcnow
 from storage.errors import AtelierError, InvalidInput
 
@@ -36,7 +37,7 @@ class DatasetUploadMixin(DatasetCogBase):
     @app_commands.describe(name="The dataset", minutes="How long the session stays open (default 15 minutes)")
     @app_commands.autocomplete(name=dataset_names)
     async def upload(self, interaction: discord.Interaction, name: str,
-                     minutes: app_commands.Range[int, 1, 120] = 15) -> None:
+                     minutes: app_commands.Range[int, 1, MAX_UPLOAD_MINUTES] = 15) -> None:
         await defer(interaction)
         me = await actor(interaction)
         info = await self.services.datasets.start_upload_session(me, name, minutes=minutes)
