@@ -26,12 +26,11 @@ from storage.datasets import DatasetService
 from storage.db.blob_gc import BlobCollector, tombstone
 from storage.db.blobs import BlobStore
 from storage.db.engine import Database
-from storage.db.models import Generation, Job, JobKind, JobStatus
+from storage.db.models import Generation, Job, JobKind
 from storage.errors import InvalidInput, NotFound
 from storage.job_views import JobInfo
 from storage.jobs import JobService
 from storage.names import clean_caption
-from storage.queue.dispatch import enqueue_committed
 from trainer.prompting import MAX_COUNT, check_strengths
 
 GRID_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -182,7 +181,6 @@ class GenerationService:
                 check_strengths([s] * len(names), names)
             except ValueError as exc:
                 raise InvalidInput(str(exc)) from None
-        seed = gen.seed_of(1)
         group = secrets.token_hex(4)
 
         def tagged(i: int) -> dict[str, Any]:
@@ -195,27 +193,11 @@ class GenerationService:
             await self.jobs.check_generation_room(session, actor, len(values))
         # The first request runs every check (visibility, lineage, cooldown); the rest copy its payload with
         # another strength, in one transaction, so a cooldown cannot refuse half a grid.
-        first = await self._again(actor, gen, origin=tagged(0), seed=seed, count=1,
+        first = await self._again(actor, gen, origin=tagged(0), seed=gen.seed_of(1), count=1,
                                   strengths=[values[0]] * len(names))
-        created: list[Job] = []
-        async with self.db.transaction() as session:
-            await self.jobs.quotas.lock_member(session, actor)
-            await self.jobs.check_generation_room(session, actor, len(values) - 1)
-            base = await session.get(Job, first.id)
-            assert base is not None
-            for i in range(1, len(values)):
-                s = values[i]
-                payload = {**base.payload, "count": 1, "seed": seed,
-                           "elements": [{**e, "strength": s} for e in base.payload.get("elements", [])],
-                           "warnings": check_strengths([s] * len(names), [f"“{n}”" for n in names])}
-                job = Job(kind=JobKind.GENERATE.value, owner_id=actor.user_id, status=JobStatus.QUEUED.value,
-                          max_attempts=base.max_attempts, origin=tagged(i), payload=payload)
-                session.add(job)
-                created.append(job)
-            await session.flush()
-        for job in created:
-            await enqueue_committed(self.jobs.enqueuer, job)
-        return [first, *(JobInfo.of(j) for j in created)]
+        rest = await self.jobs.request_at_strengths(actor, first.id,
+                                                    [(values[i], tagged(i)) for i in range(1, len(values))])
+        return [first, *rest]
 
     async def grid_members(self, owner_id: int, group: str) -> list[GridMember]:
         """The jobs of one strength grid, by index (only those found among the owner's recent jobs)."""

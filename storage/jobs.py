@@ -43,7 +43,15 @@ from storage.training_rules import (
 from storage.wording import plural
 from trainer.config import TrainingConfig
 from trainer.memory.planner import MemoryPlan
-from trainer.prompting import MAX_COUNT, MAX_GUIDANCE, MAX_PROMPT, MAX_STEPS, resolve_size, size_class
+from trainer.prompting import (
+    MAX_COUNT,
+    MAX_GUIDANCE,
+    MAX_PROMPT,
+    MAX_STEPS,
+    check_strengths,
+    resolve_size,
+    size_class,
+)
 
 if TYPE_CHECKING:
     from storage.queue.arq_jobs import Enqueuer  # arq: only for the processes that talk to Redis
@@ -211,21 +219,48 @@ class JobService:
             await self.check_generation_room(session, actor)
             resolved = await self.elements.resolve_for_generation(session, actor, list(elements), base)
             warnings = [*self.elements.strength_warnings(resolved), *size_warnings]
-            job = Job(kind=JobKind.GENERATE.value, owner_id=actor.user_id, status=JobStatus.QUEUED.value,
-                      max_attempts=self.settings.max_attempts, origin=dict(origin or {}), payload={
-                          "prompt": prompt, "negative_prompt": negative_prompt, "base_model": base,
-                          "family": spec.family.value, "seed": seed, "count": count, "steps": steps,
-                          "guidance": guidance, "aspect": aspect, "width": w, "height": h, "hires": hires,
-                          "parent_generation_id": parent_generation_id, "warnings": warnings,
-                          "elements": [{**r.as_record(), "key": r.key, "trigger": r.trigger_word,
-                                        "weights_blob": r.weights_blob, "owner_id": r.owner_id,
-                                        "is_own": r.is_own} for r in resolved],
-                      })
+            job = self._generation_row(actor, origin, {
+                "prompt": prompt, "negative_prompt": negative_prompt, "base_model": base,
+                "family": spec.family.value, "seed": seed, "count": count, "steps": steps,
+                "guidance": guidance, "aspect": aspect, "width": w, "height": h, "hires": hires,
+                "parent_generation_id": parent_generation_id, "warnings": warnings,
+                "elements": [{**r.as_record(), "key": r.key, "trigger": r.trigger_word,
+                              "weights_blob": r.weights_blob, "owner_id": r.owner_id,
+                              "is_own": r.is_own} for r in resolved],
+            })
             session.add(job)
             await session.flush()
             position = await self._position(session, job)
         await self._enqueue(job)
         return JobInfo.of(job, queue_position=position)
+
+    async def request_at_strengths(self, actor: Actor, job_id: int,
+                                   variants: Sequence[tuple[float, dict[str, Any]]]) -> list[JobInfo]:
+        """One image each like the actor's generation job ``job_id``, with every Element at another strength
+        (``(strength, origin)`` per copy), queued in one transaction that checks the queued cap for all of them —
+        the rest of a strength grid once its first image passed :meth:`request_generation`'s checks."""
+        created: list[Job] = []
+        async with self.db.transaction() as session:
+            await self.quotas.lock_member(session, actor)
+            await self.check_generation_room(session, actor, len(variants))
+            base = await self._visible(session, actor, job_id)
+            elements = base.payload.get("elements", [])
+            names = [f"“{e.get('name')}”" for e in elements]
+            for strength, origin in variants:
+                job = self._generation_row(actor, origin, {
+                    **base.payload, "count": 1,
+                    "elements": [{**e, "strength": strength} for e in elements],
+                    "warnings": check_strengths([strength] * len(elements), names)})
+                session.add(job)
+                created.append(job)
+            await session.flush()
+        for job in created:
+            await self._enqueue(job)
+        return [JobInfo.of(j) for j in created]
+
+    def _generation_row(self, actor: Actor, origin: dict[str, Any] | None, payload: dict[str, Any]) -> Job:
+        return Job(kind=JobKind.GENERATE.value, owner_id=actor.user_id, status=JobStatus.QUEUED.value,
+                   max_attempts=self.settings.max_attempts, origin=dict(origin or {}), payload=payload)
 
     async def _default_base(self, actor: Actor, refs: Sequence[tuple[str, float | None]]) -> str:
         """The Elements' base model when they all agree, else the configured default."""
