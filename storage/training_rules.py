@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pydantic import ValidationError
+
 from storage.db.models import Category
 from storage.errors import InvalidInput
 from storage.settings import BaseModelSpec, Settings
@@ -56,8 +58,6 @@ def build_config(category: str, family: str, n: int, trigger: str, overrides: di
 
     ``groups`` — the dataset's image groups (see :func:`storage.dataset_groups.training_groups`); ``tiny`` — the
     base is a built-in tiny model, which gets presets sized for it."""
-    from pydantic import ValidationError
-
     values = dict(overrides or {})
     if groups:
         values["groups"] = groups
