@@ -9,7 +9,7 @@ import gc
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 import yarl
@@ -25,6 +25,10 @@ from bot.delivery_loop import DeliveryRunner, wants_delivery
 from bot.errors import BotStartupError, report_error
 from bot.housekeeping import Housekeeping, wants_housekeeping
 from storage.settings import Settings
+
+if TYPE_CHECKING:
+    from storage.queue.outbox import Deliverer
+    from storage.services import Services
 
 log = logging.getLogger("atelier.bot")
 
@@ -71,7 +75,7 @@ class AtelierTree(app_commands.CommandTree):
 class AtelierBot(commands.Bot):
     """The Atelier Discord front end. ``services`` are the storage use cases (built by the caller)."""
 
-    def __init__(self, *, services: Any, settings: Settings, cogs: Sequence[str] = COGS, **options: Any) -> None:
+    def __init__(self, *, services: Services | None, settings: Settings, cogs: Sequence[str] = COGS, **options: Any) -> None:
         super().__init__(command_prefix=commands.when_mentioned, intents=bot_intents(), help_command=None,
                          allowed_mentions=NO_MENTIONS, tree_cls=AtelierTree, **options)
         self.services = services
@@ -81,10 +85,10 @@ class AtelierBot(commands.Bot):
         self.synced_commands: list[app_commands.AppCommand] = []
         self.force_sync = False  # `atelier bot --sync`: PUT the commands even when their hash is unchanged
         self.commands_synced = False  # whether this start PUT the commands (False: unchanged, read back)
-        self.housekeeping: Any = None  # upload-session timeouts and expired bot state (bot/housekeeping.py)
+        self.housekeeping: Housekeeping | None = None  # upload-session timeouts and expired bot state (bot/housekeeping.py)
         # Job notifications (bot.delivery_loop): started in setup_hook when services include the job side.
-        self.notification_fallback: Any = None  # deliverer for non-Discord users' notifications (console)
-        self.delivery: Any = None
+        self.notification_fallback: Deliverer | None = None  # deliverer for non-Discord users' notifications (console)
+        self.delivery: DeliveryRunner | None = None
         # Operator-level training overrides applied under each request's own options (e.g. a small resolution
         # on a CPU-only box, or fast settings in tests); empty = the category presets.
         self.training_overrides: dict[str, Any] = {}
@@ -147,8 +151,8 @@ class AtelierBot(commands.Bot):
         log.info("connected as %s (%s) to %d guild(s)", self.user, getattr(self.user, "id", "?"), len(self.guilds))
 
 
-async def run_bot(settings: Settings, services: Any, *, cogs: Sequence[str] = COGS,
-                  notification_fallback: Any = None, force_sync: bool = False) -> None:
+async def run_bot(settings: Settings, services: Services, *, cogs: Sequence[str] = COGS,
+                  notification_fallback: Deliverer | None = None, force_sync: bool = False) -> None:
     """Run the bot until it is closed; startup problems raise :class:`BotStartupError` (one line).
 
     ``notification_fallback``: a :class:`storage.queue.outbox.Deliverer` for notifications of non-Discord users.

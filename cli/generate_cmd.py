@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cli.common import OUT_FLAGS, JsonOpt, fail, out, print_json, wants_json
 from cli.jobs_cmd import follow_job, report, run_jobs, warn_if_no_worker
+from trainer.prompting import MAX_LORAS
 from worker.app import WorkerApp
 from worker.generate_job import execute_generation
 from worker.settings import WorkerOptions
+
+if TYPE_CHECKING:
+    from storage.actors import Actor
+    from storage.job_views import JobInfo
 
 app = typer.Typer(add_completion=False)
 Opt = typer.Option
@@ -50,7 +55,7 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
 def generate(
     ctx: typer.Context,
     prompt: Annotated[str, typer.Argument(help="What to generate.")],
-    element: Annotated[list[str], Opt("--element", "-e", help="NAME[:STRENGTH][@GROUP] (up to 4; #id for shared ones).")]
+    element: Annotated[list[str], Opt("--element", "-e", help=f"NAME[:STRENGTH][@GROUP] (up to {MAX_LORAS}; #id for shared ones).")]
     = [],  # noqa: B006 — typer needs a list
     out_dir: Annotated[Path, Opt(*OUT_FLAGS, help="Folder for the PNG files.")] = Path("."),
     negative: Annotated[str, Opt("--negative", help="Negative prompt (not used by Flux).")] = "",
@@ -69,12 +74,13 @@ def generate(
 ) -> None:
     """Generate images and write them as PNG files; prints their paths."""
     as_json = wants_json(ctx, json)
-    if len(element) > 4:
-        raise fail(f"{len(element)} Elements given; at most 4 can be combined.", as_json=as_json, code="invalid")
+    if len(element) > MAX_LORAS:  # before opening the database; the use case checks the same rule
+        raise fail(f"{len(element)} Elements given; at most {MAX_LORAS} can be combined.", as_json=as_json,
+                   code="invalid")
     refs = [parse_element(e) for e in element]
     width, height = parse_size(size)
 
-    async def go(services: Any, actor: Any) -> tuple[Any, list[Path]]:
+    async def go(services: Any, actor: Actor) -> tuple[JobInfo, list[Path]]:
         info = await services.jobs.request_generation(
             actor, prompt=prompt, elements=refs, base_model=base, negative_prompt=negative, seed=seed, count=count,
             steps=steps, guidance=guidance, aspect=aspect, width=width, height=height, hires=hires,
@@ -103,7 +109,7 @@ def generate(
             out().print(str(p))
 
 
-async def generate_here(services: Any, actor: Any, info: Any) -> Any:
+async def generate_here(services: Any, actor: Actor, info: JobInfo) -> JobInfo:
     """Run the worker's generation job body in this process (one code path)."""
     app = WorkerApp(services, WorkerOptions(queues=("generate",)), enqueuer=None)
     try:
@@ -115,7 +121,7 @@ async def generate_here(services: Any, actor: Any, info: Any) -> Any:
     return await services.jobs.get(actor, info.id)
 
 
-async def write_images(services: Any, info: Any, folder: Path) -> list[Path]:
+async def write_images(services: Any, info: JobInfo, folder: Path) -> list[Path]:
     import asyncio
 
     seeds = info.result.get("seeds") or []

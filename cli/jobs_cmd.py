@@ -13,6 +13,7 @@ from rich.table import Table
 from cli.common import JsonOpt, err_console, escape, out, print_json, run, wants_json
 
 if TYPE_CHECKING:
+    from storage.actors import Actor
     from storage.job_views import JobInfo
 
 T = TypeVar("T")
@@ -20,7 +21,7 @@ app = typer.Typer(no_args_is_help=True, help="Your training and generation jobs:
 JobArg = Annotated[int, typer.Argument(help="Job id (see `atelier jobs list`).")]
 
 
-def run_jobs(ctx: typer.Context, as_json: bool, fn: Callable[[Any, Any], Awaitable[T]], *, redis: bool) -> T:
+def run_jobs(ctx: typer.Context, as_json: bool, fn: Callable[[Any, Actor], Awaitable[T]], *, redis: bool) -> T:
     """``cli.common.run`` with ``services.jobs`` attached; ``redis``: connect the queue too."""
     return run(ctx, as_json, fn, jobs="queue" if redis else "local")
 
@@ -52,7 +53,7 @@ def new_progress(console: Any) -> Progress:
                     console=console, transient=False)
 
 
-async def follow_job(services: Any, actor: Any, job_id: int, *, quiet: bool = False) -> JobInfo:
+async def follow_job(services: Any, actor: Actor, job_id: int, *, quiet: bool = False) -> JobInfo:
     """Follow a job to its end with a live progress bar; returns its final state."""
     last = None
     with new_progress(err_console()) as bar:
@@ -114,7 +115,7 @@ def show(ctx: typer.Context, job_id: JobArg,
     """One job: status, progress, attempts, error and what to do about it."""
     as_json = wants_json(ctx, json)
 
-    async def go(s: Any, a: Any) -> JobInfo:
+    async def go(s: Any, a: Actor) -> JobInfo:
         return await follow_job(s, a, job_id, quiet=as_json) if wait else await s.jobs.get(a, job_id)
 
     info = run_jobs(ctx, as_json, go, redis=wait)

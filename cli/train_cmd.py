@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import signal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -15,6 +15,11 @@ from storage.training_preview import preview_training
 from worker.app import WorkerApp
 from worker.settings import WorkerOptions
 from worker.train_job import execute_training
+
+if TYPE_CHECKING:
+    from storage.actors import Actor
+    from storage.job_views import JobInfo
+    from storage.training_preview import TrainingPreview
 
 app = typer.Typer(add_completion=False)
 
@@ -153,7 +158,7 @@ def group_lines(config: dict[str, Any]) -> list[str]:
 def show_plan(ctx: typer.Context, as_json: bool, dataset: str, *, name: str | None, trigger: str | None,
               category: str, base: str | None, overrides: dict[str, Any], description: str) -> None:
     """``--plan``: the same checks and figures as the Discord confirmation, nothing queued or charged."""
-    async def go(services: Any, actor: Any) -> Any:
+    async def go(services: Any, actor: Actor) -> TrainingPreview:
         return await preview_training(
             services, actor, dataset=dataset, name=name or "plan preview", category=category,
             base_model=base or services.settings.default_base_model, trigger=trigger or "zqxplanpreview",
@@ -175,7 +180,7 @@ def show_plan(ctx: typer.Context, as_json: bool, dataset: str, *, name: str | No
         out().print(f"[yellow]note[/] {escape(warning)}")
 
 
-async def train_here(services: Any, actor: Any, info: Any, *, quiet: bool) -> Any:
+async def train_here(services: Any, actor: Actor, info: JobInfo, *, quiet: bool) -> JobInfo:
     """Run the worker's training job body in this process (one code path); Ctrl-C cancels the job."""
     app = WorkerApp(services, WorkerOptions(queues=("train",)), enqueuer=None)
     loop = asyncio.get_running_loop()

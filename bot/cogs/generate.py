@@ -18,7 +18,7 @@ from bot.context import actor, defer, reply, services_of
 from bot.generation_render import cancel_view, queued_text
 from bot.render import escape, plural
 from storage.errors import InvalidInput
-from trainer.prompting import ASPECTS, MAX_COUNT, MAX_GUIDANCE, MAX_PROMPT, MAX_STEPS, MAX_STRENGTH
+from trainer.prompting import ASPECTS, MAX_COUNT, MAX_GUIDANCE, MAX_LORAS, MAX_PROMPT, MAX_STEPS, MAX_STRENGTH
 
 if TYPE_CHECKING:
     from bot.app import AtelierBot
@@ -31,7 +31,7 @@ class Generate(commands.Cog):
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="generate", description="Generate images, optionally with up to 4 Elements")
+    @app_commands.command(name="generate", description=f"Generate images, optionally with up to {MAX_LORAS} Elements")
     @app_commands.describe(
         prompt="What to draw", negative="What to avoid (negative prompt)",
         element1="An Element (yours or shared; Name@group for one image group); its trigger word is added for you", element2="Another Element",

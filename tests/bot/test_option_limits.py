@@ -18,7 +18,7 @@ from storage.names import (
     TRIGGER_MIN,
 )
 from trainer.config import MAX_GROUP_NAME, MAX_GROUP_TRIGGER, MAX_REPEATS, TrainingConfig, field_bounds
-from trainer.prompting import MAX_COUNT, MAX_GUIDANCE, MAX_PROMPT, MAX_STEPS, MAX_STRENGTH
+from trainer.prompting import MAX_COUNT, MAX_GUIDANCE, MAX_LORAS, MAX_PROMPT, MAX_STEPS, MAX_STRENGTH
 
 
 def _options(emu: Any, *path: str) -> dict[str, dict[str, Any]]:
@@ -43,6 +43,8 @@ async def test_synced_option_ranges_are_the_core_limits(bot_harness, bot_setting
         assert f"{field_bounds('rank')[1]:g}" in train["rank"]["description"]
 
         gen = _options(emu, "generate")
+        assert [n for n in gen if n.startswith("element")] == [f"element{i + 1}" for i in range(MAX_LORAS)]
+        assert f"up to {MAX_LORAS} Elements" in emu.command("generate")["description"]
         assert _range(gen["prompt"]) == (1, MAX_PROMPT) and _range(gen["negative"]) == (0, MAX_PROMPT)
         assert _range(gen["count"]) == (1, MAX_COUNT) and _range(gen["steps"]) == (1, MAX_STEPS)
         assert _range(gen["guidance"]) == (0, MAX_GUIDANCE) and _range(gen["strength1"]) == (0, MAX_STRENGTH)
