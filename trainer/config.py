@@ -22,6 +22,7 @@ Scheduler = Literal["constant", "cosine", "cosine_with_restarts"]
 Precision = Literal["no", "bf16", "fp16"]
 
 
+RESOLUTION_STEP = 16  # training and sample resolutions are multiples of this (VAE 8 × Flux's 2×2 packing)
 FLUX_RESOLUTION_SCALES = [0.5, 0.75, 1.0]  # 512/768/1024 at 1024 px, as ai-toolkit's Flux configs train
 
 
@@ -139,9 +140,10 @@ class TrainingConfig(BaseModel):
 
     @field_validator("resolution", "sample_resolution")
     @classmethod
-    def _multiple_of_16(cls, v: int | None) -> int | None:
-        if v is not None and v % 16:
-            raise ValueError(f"must be a multiple of 16 (got {v}); try {max(32, round(v / 16) * 16)}")
+    def _resolution_step(cls, v: int | None) -> int | None:
+        if v is not None and v % RESOLUTION_STEP:
+            nearest = max(2 * RESOLUTION_STEP, round(v / RESOLUTION_STEP) * RESOLUTION_STEP)
+            raise ValueError(f"must be a multiple of {RESOLUTION_STEP} (got {v}); try {nearest}")
         return v
 
     @field_validator("sample_prompts")

@@ -22,7 +22,7 @@ from bot.element_replies import browse_message, send_export
 from storage.db.models import Category
 from storage.errors import Forbidden
 from storage.names import MAX_ELEMENT_DESCRIPTION, MAX_NAME, TRIGGER_MAX, TRIGGER_MIN
-from trainer.config import field_bounds
+from trainer.config import RESOLUTION_STEP, field_bounds
 
 if TYPE_CHECKING:
     from bot.app import AtelierBot
@@ -57,7 +57,7 @@ class Elements(commands.Cog):
         learning_rate="Advanced: learning rate (e.g. 0.0001)", rank=f"Advanced: LoRA rank (capacity), {RANK[0]:g}–{RANK[1]:g}",
         dora="Advanced: train a DoRA instead of a plain LoRA (SD1.5/SDXL)",
         train_text_encoder="Advanced: also train the text encoder (SD1.5/SDXL)",
-        resolution="Advanced: training resolution in px (a multiple of 16)")
+        resolution=f"Advanced: training resolution in px (a multiple of {RESOLUTION_STEP})")
     @app_commands.choices(category=CATEGORY_CHOICES)
     async def train(self, interaction: discord.Interaction, dataset: str, name: app_commands.Range[str, 1, MAX_NAME],
                     category: str, base: str, trigger: app_commands.Range[str, TRIGGER_MIN, TRIGGER_MAX],

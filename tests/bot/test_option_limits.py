@@ -17,7 +17,14 @@ from storage.names import (
     TRIGGER_MAX,
     TRIGGER_MIN,
 )
-from trainer.config import MAX_GROUP_NAME, MAX_GROUP_TRIGGER, MAX_REPEATS, TrainingConfig, field_bounds
+from trainer.config import (
+    MAX_GROUP_NAME,
+    MAX_GROUP_TRIGGER,
+    MAX_REPEATS,
+    RESOLUTION_STEP,
+    TrainingConfig,
+    field_bounds,
+)
 from trainer.prompting import MAX_COUNT, MAX_GUIDANCE, MAX_LORAS, MAX_PROMPT, MAX_STEPS, MAX_STRENGTH
 
 
@@ -41,6 +48,7 @@ async def test_synced_option_ranges_are_the_core_limits(bot_harness, bot_setting
         for field in ("epochs", "learning_rate", "rank", "resolution"):
             assert _range(train[field]) == field_bounds(field), field
         assert f"{field_bounds('rank')[1]:g}" in train["rank"]["description"]
+        assert f"multiple of {RESOLUTION_STEP}" in train["resolution"]["description"]
 
         gen = _options(emu, "generate")
         assert [n for n in gen if n.startswith("element")] == [f"element{i + 1}" for i in range(MAX_LORAS)]
