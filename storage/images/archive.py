@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from storage.errors import InvalidInput
+from storage.images.sniff import accepted_formats
 from storage.names import clean_caption, clean_text
 
 if TYPE_CHECKING:
@@ -269,7 +270,7 @@ def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, is_caption: bool, ma
                 buf += chunk
                 if len(buf) > ratio_cap:
                     raise EntryRefused("compresses suspiciously well (looks like a zip bomb); "
-                                       "zip normal PNG/JPEG/WEBP files instead")
+                                       f"zip normal {accepted_formats()} files instead")
                 if len(buf) > limit:
                     if is_caption:
                         raise EntryRefused(f"caption file larger than {MAX_CAPTION_BYTES // 1024} KB")

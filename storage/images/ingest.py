@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
 from storage.errors import InvalidInput
-from storage.images.sniff import ALLOWED, header_size, sniff_format
+from storage.images.sniff import ALLOWED, accepted_formats, header_size, sniff_format
 
 if TYPE_CHECKING:
     from storage.settings import Settings
@@ -116,7 +116,7 @@ def normalize_image(data: bytes, limits: IngestLimits) -> NormalizedImage:
     fmt, what = sniff_format(data)
     if fmt is None:
         raise ImageRejected(
-            f"This is {what}; only PNG, JPEG and WEBP images are accepted.",
+            f"This is {what}; only {accepted_formats('and')} images are accepted.",
             "Convert it to PNG or JPEG and upload it again.", reason="format",
         )
     declared = header_size(fmt, data)

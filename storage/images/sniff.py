@@ -12,6 +12,13 @@ import struct
 # Formats we ingest, keyed by the Pillow format name used to open them.
 ALLOWED = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP"}
 
+
+def accepted_formats(last: str = "or") -> str:
+    """The accepted formats as people read them in messages and help texts: ``PNG, JPEG or WEBP``."""
+    names = list(ALLOWED)
+    return f"{', '.join(names[:-1])} {last} {names[-1]}"
+
+
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 # JPEG start-of-frame markers carry the frame size (C4 = DHT, C8 = JPG, CC = DAC are not frames).
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}

@@ -34,11 +34,12 @@ from bot.context import (
 )
 from bot.dataset_render import add_report_embed
 from storage.errors import InvalidInput
+from storage.images.sniff import accepted_formats
 
 PICK_TTL_S = 15 * 60  # Discord's interaction tokens last 15 minutes; the select is useless after that
-IMAGE_HELP = "A PNG, JPEG or WEBP image, or a .zip of images with same-named .txt captions"
+IMAGE_HELP = f"A {accepted_formats()} image, or a .zip of images with same-named .txt captions"
 NO_IMAGES = InvalidInput("There are no images in that message.",
-                         "Right-click a message with image attachments (PNG, JPEG, WEBP) or a .zip, then "
+                         f"Right-click a message with image attachments ({accepted_formats()}) or a .zip, then "
                          "Apps → Add to dataset.")
 
 

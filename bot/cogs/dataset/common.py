@@ -18,6 +18,7 @@ from storage.actors import Actor
 from storage.dataset_views import AddReport, FileResult
 from storage.errors import InvalidInput, NotFound
 from storage.images.archive import ArchiveRejected
+from storage.images.sniff import accepted_formats
 
 if TYPE_CHECKING:
     from bot.app import AtelierBot
@@ -73,7 +74,7 @@ async def _add_downloaded(services: Any, me: Actor, info: Any, got: Downloaded) 
             continue
         if not report.files:
             files.append(FileResult(archive.filename, "refused", reason=f"{archive.filename} has no images in it.",
-                                    hint="Put PNG, JPEG or WEBP files in the .zip, with captions as same-named "
+                                    hint=f"Put {accepted_formats()} files in the .zip, with captions as same-named "
                                          ".txt files.", code="archive"))
         files += [replace(f, filename=f"{archive.filename} › {f.filename}") for f in report.files]
         count, dataset = report.image_count, report.dataset

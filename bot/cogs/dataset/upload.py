@@ -24,6 +24,7 @@ from storage.actors import Actor
 from storage.datasets import MAX_UPLOAD_MINUTES
 from storage.db.models import utcnow
 from storage.errors import AtelierError, InvalidInput
+from storage.images.sniff import accepted_formats
 
 log = logging.getLogger("atelier.bot")
 
@@ -45,7 +46,7 @@ class DatasetUploadMixin(DatasetCogBase):
         dm = await send_dm(
             self.bot, interaction.user.id,
             f"📥 Upload session for {quoted(info.name)} ({render.plural(info.image_count, 'image')} so far) is open "
-            f"until {timestamp(until, 't')}. Send me images here (PNG, JPEG, WEBP, up to 10 per message) or a "
+            f"until {timestamp(until, 't')}. Send me images here ({accepted_formats()}, up to 10 per message) or a "
             ".zip with .txt captions; I'll answer each message with what I added. Type **done** (or use "
             "`/dataset done`) when you're finished.")
         if dm is None:
