@@ -13,6 +13,7 @@ with ``-m s3``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import shutil
@@ -92,6 +93,13 @@ async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> 
         return
     base = pg_url()
     assert base is not None
+    async with pg_schema(base) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def pg_schema(base: str) -> AsyncIterator[str]:
+    """A URL of ``base`` whose search path is a fresh schema, dropped afterwards (tests share one database)."""
     schema = f"t_{uuid.uuid4().hex[:16]}"
     await _pg_admin(base, f'CREATE SCHEMA "{schema}"')
     try:

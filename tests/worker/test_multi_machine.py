@@ -15,18 +15,16 @@ import asyncio
 import signal
 import socket
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 from storage.db.models import Job, Notification
 from storage.settings import Settings
-from tests.conftest import _pg_admin, pg_url
+from tests.conftest import pg_schema, pg_url
 from tests.s3_server import s3_selected
 from tests.worker.conftest import FAST_TRAIN, ROOT, WorkerProcess, settings_env, wait_for
 
@@ -44,12 +42,8 @@ async def database_url() -> AsyncIterator[str]:
     base = pg_url()
     if not base:
         pytest.skip("needs PostgreSQL: set ATELIER_TEST_DATABASE_URL")
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    await _pg_admin(base, f'CREATE SCHEMA "{schema}"')
-    try:
-        yield make_url(base).update_query_dict({"search_path": schema}).render_as_string(hide_password=False)
-    finally:
-        await _pg_admin(base, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    async with pg_schema(base) as url:
+        yield url
 
 
 @pytest.fixture
