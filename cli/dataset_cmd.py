@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -300,8 +302,6 @@ def export(ctx: typer.Context, name: NameArg,
     as_json = wants_json(ctx, json)
 
     async def go(s, a):
-        import asyncio
-        import shutil
 
         info = await s.datasets.get(a, name)
         path = output or Path(f"{_slug(info.name)}.zip")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -122,7 +123,6 @@ async def generate_here(services: Any, actor: Actor, info: JobInfo) -> JobInfo:
 
 
 async def write_images(services: Any, info: JobInfo, folder: Path) -> list[Path]:
-    import asyncio
 
     seeds = info.result.get("seeds") or []
     paths = []

@@ -24,6 +24,8 @@ from storage.db.models import Element, ElementStatus, Job, User, Visibility
 from storage.element_lifecycle import ElementLifecycle
 from storage.element_views import ElementInfo, ExportBundle, Page, ResolvedElement, element_info, stored_range
 from storage.errors import Ambiguous, Conflict, FamilyMismatch, Forbidden, InvalidInput, NotFound
+from storage.export_privacy import strip_json_captions, strip_safetensors_captions
+from storage.names import normalize_name
 from storage.settings import Settings
 from storage.training_rules import known_base
 from trainer.prompting import MAX_LORAS, check_strengths, range_warnings, split_group
@@ -72,7 +74,6 @@ class ElementService(ElementLifecycle):
         ref = (ref or "").strip()
         if m := _REF_ID.match(ref):
             return stmt.where(Element.id == int(m.group(1)), self.visible_to(actor))
-        from storage.names import normalize_name
 
         try:
             _, key = normalize_name(ref, what="Element name")
@@ -263,7 +264,6 @@ class ElementService(ElementLifecycle):
         Only the owner's export carries caption text; anyone else's has it stripped (see
         :mod:`storage.export_privacy`).
         """
-        from storage.export_privacy import strip_json_captions, strip_safetensors_captions
 
         info = await self.get(actor, ref)
         if not info.ready or not info.kohya_blob or not info.metadata_blob:

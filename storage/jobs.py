@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -385,7 +386,6 @@ class JobService:
 
 
 def _with_progress(info: JobInfo, progress: dict[str, Any]) -> JobInfo:
-    from dataclasses import replace
 
     return replace(info, progress={**info.progress, **progress}, status=JobStatus.RUNNING.value)
 

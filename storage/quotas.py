@@ -13,6 +13,7 @@ from storage.db.engine import Database
 from storage.db.models import QuotaCharge, User, utcnow
 from storage.errors import Forbidden, InvalidInput, QuotaExceeded
 from storage.settings import Settings
+from storage.users import UserService
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,6 @@ class QuotaService:
             raise Forbidden("Only Atelier admins can change training quotas.")
         if slots is not None and not 0 <= slots <= 10_000:
             raise InvalidInput(f"{slots} is not a valid number of slots.", "Use 0–10000, or reset to the default.")
-        from storage.users import UserService
 
         target = await UserService(self.db, self.settings).ensure(target_external_id)
         async with self.db.transaction() as session:

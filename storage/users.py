@@ -10,6 +10,7 @@ from storage.actors import Actor
 from storage.db.engine import Database, dialect_insert
 from storage.db.models import User
 from storage.errors import InvalidInput, NotFound
+from storage.names import clean_text
 from storage.settings import Settings
 
 _EXTERNAL_ID = re.compile(r"^(discord|local):[A-Za-z0-9._-]{1,50}$")
@@ -17,7 +18,6 @@ _LOCAL_NAME = re.compile(r"^[A-Za-z0-9._-]{1,50}$")
 
 
 def _clean_display(name: str) -> str:
-    from storage.names import clean_text
 
     return clean_text(name, max_len=100)
 

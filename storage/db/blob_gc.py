@@ -24,7 +24,7 @@ from pathlib import Path
 from sqlalchemy import String, cast, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.db.blobs import BlobStore
+from storage.db.blobs import BlobStore, sweep_files
 from storage.db.engine import Database, dialect_insert
 from storage.db.models import BlobTombstone, DatasetImage, Element, Generation, Job, JobStatus, utcnow
 
@@ -133,7 +133,6 @@ class BlobCollector:
         Catches what tombstones cannot: a blob kept because a queued job still needed it when its row was
         deleted, files left by a crash between a write and its commit.
         """
-        from storage.db.blobs import sweep_files
 
         cutoff = time.time() - grace_seconds
         old = await asyncio.to_thread(lambda: list(self.blobs.iter_hashes_older_than_sync(cutoff)))

@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import fsspec
 
 from storage.errors import InvalidInput, NotFound
+from storage.redact import mask_urls
 
 if TYPE_CHECKING:
     from storage.settings import Settings
@@ -101,7 +103,6 @@ class BlobStore:
                    storage_options=settings.blob_options)
 
     def __repr__(self) -> str:
-        from storage.redact import mask_urls
 
         return f"BlobStore({mask_urls(self.url)!r})"
 
@@ -274,7 +275,6 @@ class BlobStore:
 
 def sweep_files(paths: Iterator[Path], older_than: float) -> int:
     """Delete the files among ``paths`` last modified more than ``older_than`` seconds ago; how many went."""
-    import time
 
     cutoff, n = time.time() - older_than, 0
     for p in paths:
