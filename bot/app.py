@@ -75,7 +75,8 @@ class AtelierTree(app_commands.CommandTree):
 class AtelierBot(commands.Bot):
     """The Atelier Discord front end. ``services`` are the storage use cases (built by the caller)."""
 
-    def __init__(self, *, services: Services | None, settings: Settings, cogs: Sequence[str] = COGS, **options: Any) -> None:
+    def __init__(self, *, services: Services | None, settings: Settings, cogs: Sequence[str] = COGS,
+                 **options: Any) -> None:
         super().__init__(command_prefix=commands.when_mentioned, intents=bot_intents(), help_command=None,
                          allowed_mentions=NO_MENTIONS, tree_cls=AtelierTree, **options)
         self.services = services
@@ -85,9 +86,10 @@ class AtelierBot(commands.Bot):
         self.synced_commands: list[app_commands.AppCommand] = []
         self.force_sync = False  # `atelier bot --sync`: PUT the commands even when their hash is unchanged
         self.commands_synced = False  # whether this start PUT the commands (False: unchanged, read back)
-        self.housekeeping: Housekeeping | None = None  # upload-session timeouts and expired bot state (bot/housekeeping.py)
+        # Upload-session timeouts and expired bot state (bot/housekeeping.py).
+        self.housekeeping: Housekeeping | None = None
         # Job notifications (bot.delivery_loop): started in setup_hook when services include the job side.
-        self.notification_fallback: Deliverer | None = None  # deliverer for non-Discord users' notifications (console)
+        self.notification_fallback: Deliverer | None = None  # for non-Discord users' notifications (console)
         self.delivery: DeliveryRunner | None = None
         # Operator-level training overrides applied under each request's own options (e.g. a small resolution
         # on a CPU-only box, or fast settings in tests); empty = the category presets.

@@ -33,7 +33,8 @@ VISIBILITY_CHOICES = [app_commands.Choice(name="private (only you)", value="priv
 CATEGORY_CHOICES = [app_commands.Choice(name=c.value, value=c.value) for c in Category]
 # The advanced options' ranges are TrainingConfig's own (an exclusive bound, the learning rate's 0, is left to
 # training's own message).
-EPOCHS, LEARNING_RATE, RANK, RESOLUTION = (field_bounds(f) for f in ("epochs", "learning_rate", "rank", "resolution"))
+EPOCHS, LEARNING_RATE, RANK, RESOLUTION = (field_bounds(f)
+                                          for f in ("epochs", "learning_rate", "rank", "resolution"))
 Epochs = app_commands.Range[int, int(EPOCHS[0]), int(EPOCHS[1])]
 LearningRate = app_commands.Range[float, LEARNING_RATE[0], LEARNING_RATE[1]]
 Rank = app_commands.Range[int, int(RANK[0]), int(RANK[1])]
@@ -54,7 +55,8 @@ class Elements(commands.Cog):
         category="What it learns: a style, a character, an object or a concept",
         base="Base model to train on", trigger="A rare made-up word that switches it on, e.g. ohwxstyle",
         description="What it is (shown when shared)", epochs="Advanced: passes over the dataset",
-        learning_rate="Advanced: learning rate (e.g. 0.0001)", rank=f"Advanced: LoRA rank (capacity), {RANK[0]:g}–{RANK[1]:g}",
+        learning_rate="Advanced: learning rate (e.g. 0.0001)",
+        rank=f"Advanced: LoRA rank (capacity), {RANK[0]:g}–{RANK[1]:g}",
         dora="Advanced: train a DoRA instead of a plain LoRA (SD1.5/SDXL)",
         train_text_encoder="Advanced: also train the text encoder (SD1.5/SDXL)",
         resolution=f"Advanced: training resolution in px (a multiple of {RESOLUTION_STEP})")

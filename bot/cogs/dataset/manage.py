@@ -111,7 +111,8 @@ class DatasetManageMixin(DatasetCogBase):
                            repeats="Fixed repeats (leave out to balance the groups automatically)",
                            remove="Delete the group (its images stay in the dataset)")
     @app_commands.autocomplete(name=dataset_names)
-    async def group(self, interaction: discord.Interaction, name: str, group: app_commands.Range[str, 1, MAX_GROUP_NAME],
+    async def group(self, interaction: discord.Interaction, name: str,
+                    group: app_commands.Range[str, 1, MAX_GROUP_NAME],
                     indices: app_commands.Range[str, 1, 200] | None = None,
                     trigger: app_commands.Range[str, 1, MAX_GROUP_TRIGGER] | None = None,
                     repeats: app_commands.Range[int, 1, MAX_REPEATS] | None = None, remove: bool = False) -> None:
