@@ -15,6 +15,8 @@ from storage.errors import Forbidden, InvalidInput, QuotaExceeded
 from storage.settings import Settings
 from storage.users import UserService
 
+MAX_SLOTS = 10_000  # training slots per period an admin can give one member
+
 
 @dataclass(frozen=True)
 class QuotaInfo:
@@ -118,8 +120,9 @@ class QuotaService:
         """Admin only: give ``target`` ``slots`` per period (None = back to the default)."""
         if not admin.is_admin:
             raise Forbidden("Only Atelier admins can change training quotas.")
-        if slots is not None and not 0 <= slots <= 10_000:
-            raise InvalidInput(f"{slots} is not a valid number of slots.", "Use 0–10000, or reset to the default.")
+        if slots is not None and not 0 <= slots <= MAX_SLOTS:
+            raise InvalidInput(f"{slots} is not a valid number of slots.",
+                               f"Use 0–{MAX_SLOTS}, or reset to the default.")
 
         target = await UserService(self.db, self.settings).ensure(target_external_id)
         async with self.db.transaction() as session:

@@ -26,6 +26,7 @@ from bot.dataset_render import quota_text
 from storage.actors import Actor
 from storage.errors import Forbidden, InvalidInput
 from storage.guilds import GuildConfig
+from storage.quotas import MAX_SLOTS
 
 if TYPE_CHECKING:
     from bot.app import AtelierBot
@@ -88,7 +89,7 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Atelier an
     @app_commands.command(name="quota", description="Set someone's training slots per period (Atelier admins)")
     @app_commands.describe(user="Whose slots", slots="Slots per period; leave empty to go back to the default")
     async def quota(self, interaction: discord.Interaction, user: discord.User,
-                    slots: app_commands.Range[int, 0, 10_000] | None = None) -> None:
+                    slots: app_commands.Range[int, 0, MAX_SLOTS] | None = None) -> None:
         await defer(interaction)
         me = await actor(interaction)
         if not me.is_admin:

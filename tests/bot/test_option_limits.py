@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from storage.datasets import MAX_UPLOAD_MINUTES
+from storage.quotas import MAX_SLOTS
 from storage.names import (
     MAX_CAPTION_CHARS,
     MAX_DATASET_DESCRIPTION,
@@ -60,6 +61,7 @@ async def test_synced_option_ranges_are_the_core_limits(bot_harness, bot_setting
         assert _range(_options(emu, "dataset", "create")["description"]) == (0, MAX_DATASET_DESCRIPTION)
         assert _range(_options(emu, "dataset", "caption")["text"]) == (1, MAX_CAPTION_CHARS)
         assert _range(_options(emu, "dataset", "upload")["minutes"]) == (1, MAX_UPLOAD_MINUTES)
+        assert _range(_options(emu, "admin", "quota")["slots"]) == (0, MAX_SLOTS)
         group = _options(emu, "dataset", "group")
         assert _range(group["group"]) == (1, MAX_GROUP_NAME) and _range(group["trigger"]) == (1, MAX_GROUP_TRIGGER)
         assert _range(group["repeats"]) == (1, MAX_REPEATS)
