@@ -9,7 +9,6 @@ import pytest
 from pydantic import ValidationError
 
 from storage.datasets import MAX_UPLOAD_MINUTES
-from storage.quotas import MAX_SLOTS
 from storage.names import (
     MAX_CAPTION_CHARS,
     MAX_DATASET_DESCRIPTION,
@@ -18,6 +17,7 @@ from storage.names import (
     TRIGGER_MAX,
     TRIGGER_MIN,
 )
+from storage.quotas import MAX_SLOTS
 from trainer.config import (
     MAX_GROUP_NAME,
     MAX_GROUP_TRIGGER,
